@@ -1,0 +1,53 @@
+# tierkv developer and CI targets. CI runs `make test` (see .ci/run).
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 5s
+# Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
+FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
+
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine soak crash-soak clean-bench
+
+## test: everything CI checks: formatting, vet, all tests under the race detector, fuzz smoke.
+test: fmt-check vet testrace fuzz-smoke
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tidy-check:
+	$(GO) mod tidy -diff
+
+## unit: all tests without the race detector (faster local loop).
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+testrace:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## lint: vet plus staticcheck, pinned through go.mod's tool directive.
+lint: vet
+	$(GO) tool staticcheck $(PKGS)
+
+## fuzz-smoke: run every fuzz target briefly.
+fuzz-smoke:
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+	  for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) $$pkg > /tmp/tierkv-fuzz.log 2>&1 || { cat /tmp/tierkv-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+## bench: the engine's micro-benchmarks (compare with benchstat over -count=10).
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./lsm/...
+
+## bench-engine: tierkv's lsm against Pebble, Badger and goleveldb (nested module lsm/bench).
+bench-engine:
+	cd lsm/bench && $(GO) run . $(BENCH_ARGS)
+
+## soak: the kill -9 crash test with many more cycles than make test runs.
+soak:
+	TIERKV_CRASH_CYCLES=1000 $(GO) test -count=1 -timeout 60m -run 'TestKill9' -v ./lsm/
