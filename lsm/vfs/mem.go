@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -24,7 +25,8 @@ import (
 type MemFS struct {
 	mu struct {
 		sync.Mutex
-		dirs map[string]*memDir
+		dirs  map[string]*memDir
+		locks map[string]bool
 	}
 }
 
@@ -46,6 +48,7 @@ var _ FS = (*MemFS)(nil)
 func NewMemFS() *MemFS {
 	fs := &MemFS{}
 	fs.mu.dirs = map[string]*memDir{}
+	fs.mu.locks = map[string]bool{}
 	fs.mkdirLocked("/")
 	fs.mkdirLocked(".")
 	return fs
@@ -197,6 +200,23 @@ func (fs *MemFS) Stat(name string) (os.FileInfo, error) {
 	}
 	return n.stat(filepath.Base(name)), nil
 }
+
+// Lock is part of the FS interface. Locks are not files: a CrashClone
+// starts with none held, as a restarted process would.
+func (fs *MemFS) Lock(name string) (io.Closer, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	name = filepath.Clean(name)
+	if fs.mu.locks[name] {
+		return nil, fmt.Errorf("lock %s: held by another user of this MemFS", name)
+	}
+	fs.mu.locks[name] = true
+	return memLock(func() { fs.mu.Lock(); delete(fs.mu.locks, name); fs.mu.Unlock() }), nil
+}
+
+type memLock func()
+
+func (l memLock) Close() error { l(); return nil }
 
 // PathJoin is part of the FS interface.
 func (fs *MemFS) PathJoin(elem ...string) string { return filepath.Join(elem...) }

@@ -1,6 +1,8 @@
 package vfs
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,6 +69,18 @@ func (osFS) Rename(oldname, newname string) error        { return os.Rename(oldn
 func (osFS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
 func (osFS) Stat(name string) (os.FileInfo, error)       { return os.Stat(name) }
 func (osFS) PathJoin(elem ...string) string              { return filepath.Join(elem...) }
+
+func (osFS) Lock(name string) (io.Closer, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w (is another process using this directory?)", name, err)
+	}
+	return f, nil
+}
 
 func (osFS) List(dir string) ([]string, error) {
 	f, err := os.Open(dir)

@@ -55,6 +55,10 @@ type FS interface {
 	Stat(name string) (os.FileInfo, error)
 	// PathJoin joins path elements.
 	PathJoin(elem ...string) string
+	// Lock takes an exclusive lock on the named file, creating it if
+	// needed, so that two processes never open one DB. It fails at once if
+	// the lock is held. Close releases it.
+	Lock(name string) (io.Closer, error)
 }
 
 // Default is the operating system's file system.

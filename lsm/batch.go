@@ -1,0 +1,141 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/tierkv/tierkv/lsm/internal/base"
+)
+
+// Batch is a set of versioned mutations applied atomically: after a crash
+// either all of them or none are visible. A Batch is not safe for concurrent
+// use; it may be reused after Reset.
+//
+// The batch's encoding is its WAL payload (part of the on-disk format; do
+// not change):
+//
+//	batch := count(uint32 LE) entry*
+//	entry := kind(1) version(uint64 LE) uvarint(len(key)) key
+//	         [uvarint(len(value)) value]   (KindSet only)
+type Batch struct {
+	repr  []byte
+	count uint32
+	err   error
+}
+
+const batchHeaderLen = 4
+
+// maxBatchCount bounds decoded counts so that bad bytes cannot make the
+// decoder allocate without bound.
+const maxBatchCount = 1 << 24
+
+// Set adds a write of value under key at version. The batch copies key and
+// value.
+func (b *Batch) Set(key, value []byte, version uint64) {
+	b.add(base.KindSet, key, value, version)
+}
+
+// Delete adds a tombstone for key at version.
+func (b *Batch) Delete(key []byte, version uint64) {
+	b.add(base.KindDelete, key, nil, version)
+}
+
+func (b *Batch) add(kind base.Kind, key, value []byte, version uint64) {
+	if len(b.repr) == 0 {
+		b.repr = make([]byte, batchHeaderLen, 64+len(key)+len(value))
+	}
+	b.repr = append(b.repr, byte(kind))
+	b.repr = binary.LittleEndian.AppendUint64(b.repr, version)
+	b.repr = binary.AppendUvarint(b.repr, uint64(len(key)))
+	b.repr = append(b.repr, key...)
+	if kind == base.KindSet {
+		b.repr = binary.AppendUvarint(b.repr, uint64(len(value)))
+		b.repr = append(b.repr, value...)
+	}
+	b.count++
+	binary.LittleEndian.PutUint32(b.repr, b.count)
+}
+
+// Len returns the number of mutations in the batch.
+func (b *Batch) Len() int { return int(b.count) }
+
+// Size returns the encoded size of the batch in bytes.
+func (b *Batch) Size() int { return len(b.repr) }
+
+// Reset empties the batch, keeping its buffer.
+func (b *Batch) Reset() {
+	b.repr = b.repr[:0]
+	b.count = 0
+	b.err = nil
+}
+
+// validate checks every mutation against the options' bounds.
+func (b *Batch) validate(o *Options) error {
+	return decodeBatch(b.repr, func(e base.Entry) error {
+		switch {
+		case len(e.Key) == 0:
+			return fmt.Errorf("%w: empty key", ErrInvalidInput)
+		case len(e.Key) > o.MaxKeySize:
+			return fmt.Errorf("%w: key of %d bytes exceeds the limit of %d", ErrInvalidInput, len(e.Key), o.MaxKeySize)
+		case len(e.Value) > o.MaxValueSize:
+			return fmt.Errorf("%w: value of %d bytes exceeds the limit of %d", ErrInvalidInput, len(e.Value), o.MaxValueSize)
+		case !utf8.Valid(e.Key):
+			return fmt.Errorf("%w: key is not valid UTF-8", ErrInvalidInput)
+		case e.Version == 0:
+			return fmt.Errorf("%w: version 0 is reserved", ErrInvalidInput)
+		}
+		return nil
+	})
+}
+
+// decodeBatch calls fn for each entry of an encoded batch. The entry's
+// slices alias repr. Bad bytes give an error wrapping ErrCorruption.
+func decodeBatch(repr []byte, fn func(base.Entry) error) error {
+	if len(repr) == 0 {
+		return nil
+	}
+	if len(repr) < batchHeaderLen {
+		return base.CorruptionErrorf("batch: %d bytes is shorter than its header", len(repr))
+	}
+	count := binary.LittleEndian.Uint32(repr)
+	if count > maxBatchCount {
+		return base.CorruptionErrorf("batch: count %d out of range", count)
+	}
+	p := repr[batchHeaderLen:]
+	readBytes := func() ([]byte, bool) {
+		n, w := binary.Uvarint(p)
+		if w <= 0 || n > uint64(len(p)-w) {
+			return nil, false
+		}
+		v := p[w : w+int(n)]
+		p = p[w+int(n):]
+		return v, true
+	}
+	for i := uint32(0); i < count; i++ {
+		if len(p) < 9 {
+			return base.CorruptionErrorf("batch: entry %d truncated", i)
+		}
+		e := base.Entry{Kind: base.Kind(p[0]), Version: binary.LittleEndian.Uint64(p[1:9])}
+		if e.Kind > base.KindMax {
+			return base.CorruptionErrorf("batch: entry %d has unknown kind %d", i, p[0])
+		}
+		p = p[9:]
+		var ok bool
+		if e.Key, ok = readBytes(); !ok {
+			return base.CorruptionErrorf("batch: entry %d key truncated", i)
+		}
+		if e.Kind == base.KindSet {
+			if e.Value, ok = readBytes(); !ok {
+				return base.CorruptionErrorf("batch: entry %d value truncated", i)
+			}
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if len(p) != 0 {
+		return base.CorruptionErrorf("batch: %d trailing bytes", len(p))
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package lsm
+
+import "time"
+
+// TableInfo describes a table for EventListener and DB.Tables.
+type TableInfo struct {
+	Level      int
+	FileNum    uint64
+	Size       uint64
+	Smallest   []byte
+	Largest    []byte
+	MinVersion uint64
+	MaxVersion uint64
+	NumEntries uint64
+	// NumTombstones counts deletion entries.
+	NumTombstones uint64
+	// Created is when the table was written.
+	Created time.Time
+}
+
+// FlushInfo describes a finished flush.
+type FlushInfo struct {
+	Output   TableInfo
+	Duration time.Duration
+}
+
+// CompactionInfo describes a finished compaction.
+type CompactionInfo struct {
+	Reason      string
+	Inputs      []TableInfo
+	Outputs     []TableInfo
+	OutputLevel int
+	// TombstonesPurged counts tombstones dropped after their grace period.
+	TombstonesPurged uint64
+	Duration         time.Duration
+}
+
+// EventListener receives engine events. Every field is optional. Callbacks
+// run on engine goroutines, possibly concurrently, and must not call back
+// into the DB; tiering uses TableCreated and TableDeleted to learn about
+// tables, and the node layer turns the rest into logs and metrics.
+type EventListener struct {
+	// TableCreated is called after a table is durable and installed.
+	TableCreated func(TableInfo)
+	// TableDeleted is called after an obsolete table is removed.
+	TableDeleted func(TableInfo)
+	// FlushEnd is called after a memtable flush is installed.
+	FlushEnd func(FlushInfo)
+	// CompactionEnd is called after a compaction is installed.
+	CompactionEnd func(CompactionInfo)
+	// WriteStallBegin and WriteStallEnd bracket a write stall.
+	WriteStallBegin func(reason string)
+	WriteStallEnd   func()
+	// BackgroundError is called when a flush or compaction fails.
+	BackgroundError func(error)
+}
