@@ -81,12 +81,16 @@ func Replay(
 	// this segment follows.
 	r := segReader{f: f, size: size}
 	ours, stale, err := r.scan(res.ValidSize+1, uint32(num))
-	if err != nil {
+	if err != nil && !errors.Is(err, errScanBudget) {
 		_ = f.Close()
 		return res, fmt.Errorf("wal: read %s: %w", path, err)
 	}
-	if err := closeFile(f, path); err != nil {
-		return res, err
+	if cerr := closeFile(f, path); cerr != nil {
+		return res, cerr
+	}
+	if err != nil {
+		return res, base.CorruptionErrorf("wal %s: bad record at offset %d: %s (%v)",
+			path, res.ValidSize, bad, err)
 	}
 	if ours >= 0 {
 		return res, base.CorruptionErrorf("wal %s: bad record at offset %d: %s (valid record at offset %d follows)",
@@ -174,6 +178,18 @@ type segReader struct {
 	// buf holds the file's bytes [bufOff, bufOff+len(buf)).
 	buf    []byte
 	bufOff int64
+	// reads counts the reads into buf; slices returned before a read are
+	// invalid after it.
+	reads int
+}
+
+// window returns the file's buffered bytes from off on, at least
+// headerSize of them unless the file ends first.
+func (r *segReader) window(off int64) ([]byte, error) {
+	if off >= r.bufOff && off+headerSize <= r.bufOff+int64(len(r.buf)) {
+		return r.buf[off-r.bufOff:], nil
+	}
+	return r.bytes(off, readWindow)
 }
 
 // bytes returns the file's bytes [off, off+n), or fewer if the file ends
@@ -189,6 +205,7 @@ func (r *segReader) bytes(off int64, n int) ([]byte, error) {
 		r.buf = make([]byte, want)
 	}
 	r.buf = r.buf[:want]
+	r.reads++
 	got, err := r.f.ReadAt(r.buf, off)
 	r.buf, r.bufOff = r.buf[:got], off
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -198,42 +215,66 @@ func (r *segReader) bytes(off int64, n int) ([]byte, error) {
 	return r.buf[:min(got, n)], nil
 }
 
+// errScanBudget is returned by scan when it gave up; see scanBudget.
+var errScanBudget = errors.New("too many candidate records after it to verify")
+
+// scanBudget returns how many bytes scan may checksum when scanning n
+// bytes. Real segments need far less: random bytes rarely look like a
+// header of this segment. Only crafted bytes (many such headers with long
+// lengths) exceed it; without a bound they would make the scan quadratic.
+func scanBudget(n int64) int64 { return 4*n + 4<<20 }
+
 // scan looks for valid records in the file's bytes [from, size), trying
 // every offset. It returns the offset of the first valid record of the
 // segment logNum, or -1 if there is none, and whether it saw a valid
 // record of a segment numbered at most recycleWindow below logNum before.
+// It returns errScanBudget if the candidates it had to checksum exceeded
+// scanBudget.
 func (r *segReader) scan(from int64, logNum uint32) (ours int64, stale bool, err error) {
-	for p := from; p+headerSize <= r.size; p++ {
-		h, err := r.bytes(p, headerSize)
+	budget := scanBudget(r.size - from)
+	for p := from; p+headerSize <= r.size; {
+		win, err := r.window(p)
 		if err != nil {
 			return -1, stale, err
 		}
-		if len(h) < headerSize {
+		if len(win) < headerSize {
 			break
 		}
-		recNum := binary.LittleEndian.Uint32(h[8:12])
-		isOurs := recNum == logNum
-		if !isOurs {
-			// NB: the subtraction wraps, as log numbers do.
-			if d := logNum - recNum; stale || d > recycleWindow {
+		reads := r.reads
+		i := 0
+		for ; i+headerSize <= len(win); i++ {
+			h := win[i : i+headerSize]
+			recNum := binary.LittleEndian.Uint32(h[8:12])
+			// NB: the subtraction wraps, as log numbers do. A zero
+			// header is never valid.
+			if recNum != logNum && (stale || logNum-recNum > recycleWindow ||
+				(recNum == 0 && binary.LittleEndian.Uint64(h[0:8]) == 0)) {
 				continue
 			}
+			q := p + int64(i)
+			length := binary.LittleEndian.Uint32(h[4:8])
+			if length > MaxPayloadSize || int64(length) > r.size-q-headerSize {
+				continue
+			}
+			if budget -= headerSize + int64(length); budget < 0 {
+				return -1, stale, errScanBudget
+			}
+			rec, err := r.bytes(q, headerSize+int(length))
+			if err != nil {
+				return -1, stale, err
+			}
+			if len(rec) == headerSize+int(length) && recordValid(rec) {
+				if recNum == logNum {
+					return q, stale, nil
+				}
+				stale = true
+			}
+			if r.reads != reads {
+				i++ // win is stale: continue from a new window
+				break
+			}
 		}
-		length := binary.LittleEndian.Uint32(h[4:8])
-		if length > MaxPayloadSize || int64(length) > r.size-p-headerSize {
-			continue
-		}
-		rec, err := r.bytes(p, headerSize+int(length))
-		if err != nil {
-			return -1, stale, err
-		}
-		if len(rec) < headerSize+int(length) || !recordValid(rec) {
-			continue
-		}
-		if isOurs {
-			return p, stale, nil
-		}
-		stale = true
+		p += int64(i)
 	}
 	return -1, stale, nil
 }

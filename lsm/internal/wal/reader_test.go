@@ -235,3 +235,72 @@ func TestReplayErrors(t *testing.T) {
 		t.Fatalf("failed truncation: %v", err)
 	}
 }
+
+// TestScanBudget checks that crafted bytes that would make the scan after a
+// bad record quadratic are reported as corruption instead.
+func TestScanBudget(t *testing.T) {
+	data, _, offs := testSegment(3, 100)
+	// A bad record, then 1 MiB of headers of this segment every 12 bytes,
+	// each claiming a long payload.
+	bad := append([]byte(nil), data...)
+	bad[offs[2]+headerSize] ^= 1
+	var h [headerSize]byte
+	encodeHeader(&h, 7, make([]byte, 512<<10))
+	for len(bad) < 1<<20 {
+		bad = append(bad, h[:]...)
+	}
+	fs := newTestFS(t)
+	writeFile(t, fs, segPath(7), bad)
+	_, _, err := replayAll(t, fs, segPath(7), 7)
+	if !errors.Is(err, base.ErrCorruption) || !strings.Contains(err.Error(), fmt.Sprintf("offset %d:", offs[2])) {
+		t.Fatalf("err = %v, want corruption at offset %d", err, offs[2])
+	}
+}
+
+// TestScanAcrossWindows checks the scan after a bad record when the records
+// it must find lie beyond Replay's read window.
+func TestScanAcrossWindows(t *testing.T) {
+	big := func(id uint64) []byte { return testPayload(id, readWindow+1000) }
+	fs := newTestFS(t)
+	path := segPath(7)
+
+	// A flipped bit in a large record; the next record starts beyond the
+	// first window.
+	data, offs := encodeRecords(7, [][]byte{[]byte("a"), big(1), []byte("c"), big(3)})
+	for _, rec := range []int{1, 3} {
+		bad := append([]byte(nil), data...)
+		bad[offs[rec]+headerSize+readWindow/2] ^= 1
+		writeFile(t, fs, path, bad)
+		_, res, err := replayAll(t, fs, path, 7)
+		if rec == 3 {
+			// The last record: a torn tail.
+			if err != nil || !res.TornTail || res.ValidSize != offs[3] {
+				t.Fatalf("record %d: %+v, %v; want a torn tail at %d", rec, res, err, offs[3])
+			}
+			continue
+		}
+		if !errors.Is(err, base.ErrCorruption) || !strings.Contains(err.Error(), fmt.Sprintf("offset %d:", offs[rec])) {
+			t.Fatalf("record %d: err = %v, want corruption at %d", rec, err, offs[rec])
+		}
+	}
+
+	// Garbage spanning several windows, then stale records: a clean end;
+	// with a record of this segment after them: corruption.
+	ours, _ := encodeRecords(7, [][]byte{[]byte("a"), []byte("b")})
+	garbage := testPayload(99, 3*readWindow)
+	stale, _ := encodeRecords(6, [][]byte{big(4), []byte("stale")})
+	late, _ := encodeRecords(7, [][]byte{big(5)})
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	writeFile(t, fs, path, cat(ours, garbage, stale))
+	if got, res, err := replayAll(t, fs, path, 7); err != nil || len(got) != 2 || res.TornTail {
+		t.Fatalf("stale after garbage: %d records, %+v, %v", len(got), res, err)
+	}
+	writeFile(t, fs, path, cat(ours, garbage, stale, garbage, late))
+	if _, _, err := replayAll(t, fs, path, 7); !errors.Is(err, base.ErrCorruption) {
+		t.Fatalf("late record: err = %v, want corruption", err)
+	}
+	writeFile(t, fs, path, cat(ours, garbage))
+	if got, res, err := replayAll(t, fs, path, 7); err != nil || len(got) != 2 || !res.TornTail {
+		t.Fatalf("garbage only: %d records, %+v, %v", len(got), res, err)
+	}
+}

@@ -525,9 +525,9 @@ func crashOnce(t *testing.T, seed uint64) {
 	var w *Writer
 	var err error
 	if seed%2 == 1 {
-		old, err := Create(opts, num-1)
-		if err != nil {
-			t.Fatal(err)
+		old, oerr := Create(opts, num-1)
+		if oerr != nil {
+			t.Fatal(oerr)
 		}
 		for i := range 20 + rng.IntN(50) {
 			id := uint64(1<<40 | i)
