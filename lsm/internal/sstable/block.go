@@ -232,17 +232,16 @@ func (b *block) get(key []byte) (base.Entry, bool) {
 	for off < b.restartsOff {
 		e, _ := decodeEntryAt(b.data, off, b.restartsOff)
 		off = e.next
-		switch {
-		case e.shared < matched:
-			// The entry diverges from the previous key, which matched the
-			// target there, upwards: it is past the target.
-			return base.Entry{}, false
-		case e.shared > matched:
-			// The entry keeps the previous key's byte where that key was
-			// smaller than the target: it is still smaller.
+		if e.shared > matched {
+			// The entry keeps the previous key's byte at the position where
+			// that key was smaller than the target: it is still smaller.
 			continue
 		}
-		rest := key[matched:]
+		// The entry and the target agree on their first e.shared bytes, so
+		// the suffix decides. NB: the writer always shares the longest
+		// common prefix, but the format does not require it.
+		m := e.shared
+		rest := key[m:]
 		c := sharedPrefixLen(e.suffix, rest)
 		switch {
 		case c == len(e.suffix) && c == len(rest):
@@ -258,7 +257,7 @@ func (b *block) get(key []byte) (base.Entry, bool) {
 			return ent, true
 		case c == len(e.suffix) || (c < len(rest) && e.suffix[c] < rest[c]):
 			// The entry is a prefix of the target, or smaller at byte c.
-			matched += c
+			matched = m + c
 		default:
 			return base.Entry{}, false
 		}

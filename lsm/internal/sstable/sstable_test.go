@@ -464,6 +464,11 @@ func TestCorruption(t *testing.T) {
 				return starts[j-1]
 			}
 			for i := range data {
+				// Every byte of the metadata; a sample of the data blocks of
+				// compressed tables, to bound the test's time.
+				if comp != NoCompression && i < starts[len(starts)-4] && i%7 != 0 {
+					continue
+				}
 				bad := bytes.Clone(data)
 				bad[i] ^= 0x5a
 				err := readAll(ctx, bad, es)
