@@ -46,7 +46,7 @@ bench:
 
 ## bench-engine: tierkv's lsm against Pebble, Badger and goleveldb (nested module lsm/bench).
 bench-engine:
-	cd lsm/bench && $(GO) run . $(BENCH_ARGS)
+	cd lsm/bench && $(GO) run -mod=mod ./cmd/enginebench $(BENCH_ARGS)
 
 ## soak: the kill -9 crash test with many more cycles than make test runs.
 soak:

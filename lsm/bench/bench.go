@@ -12,10 +12,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -245,6 +248,17 @@ func Run(cfg Config) ([]*Result, error) {
 	}
 	if !cfg.Keep {
 		defer os.RemoveAll(runDir)
+		// Interrupted runs should not leave gigabytes behind either.
+		sigc := make(chan os.Signal, 1)
+		signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+		defer func() { signal.Stop(sigc); close(sigc) }()
+		go func() {
+			if _, ok := <-sigc; ok {
+				fmt.Fprintf(cfg.Stderr, "interrupted; removing %s\n", runDir)
+				os.RemoveAll(runDir)
+				os.Exit(130)
+			}
+		}()
 	}
 	r := &runner{cfg: cfg, runDir: runDir, out: cfg.Stdout, errw: cfg.Stderr}
 	r.src = probeIOSource(runDir)
@@ -255,6 +269,7 @@ func Run(cfg Config) ([]*Result, error) {
 		runDir, fsName, cfg.KeySize, cfg.ValueSize, fmtBytes(cfg.MemTableSize), fmtBytes(cfg.BlockCacheSize), cfg.BloomBitsPerKey)
 	fmt.Fprintf(r.out, "# fill: %s or %d keys, whichever first; reads: %s or %d ops, %d reader(s); settle: idle+no writes for %s (max %s)\n",
 		cfg.FillDuration, cfg.FillKeys, cfg.ReadDuration, cfg.ReadOps, cfg.Readers, cfg.SettleQuiet, cfg.SettleMax)
+	fmt.Fprintf(r.out, "# host: %d CPUs, load average at start %s (other load on the machine skews every number)\n", runtime.NumCPU(), loadAvg())
 	fmt.Fprintf(r.out, "# write amplification = delta of /proc/self/io %s (fill window; and fill+flush+settle+close) / user bytes (key+value)\n", r.src)
 
 	var results []*Result
@@ -269,6 +284,7 @@ func Run(cfg Config) ([]*Result, error) {
 		results = append(results, rs...)
 	}
 
+	fmt.Fprintf(r.out, "# load average at end %s\n", loadAvg())
 	fmt.Fprintln(r.out)
 	printRatios(r.out, r.errw, cfg, results)
 	fmt.Fprintln(r.out)
@@ -338,10 +354,10 @@ func (r *runner) engineConfig(sync bool) EngineConfig {
 // nosync fill made just for them if no fill workload was selected).
 func (r *runner) runEngine(eng string) []*Result {
 	var results []*Result
+	// Directories are only removed at the end of the whole run: deleting
+	// hundreds of MiB mid-run (with online discard, as on the dev VM) was
+	// seen to stall the next workload's fsyncs for seconds.
 	engDir := filepath.Join(r.runDir, eng)
-	if !r.cfg.Keep {
-		defer os.RemoveAll(engDir)
-	}
 	var dataDir string
 	var nKeys int64
 	described := false
@@ -354,6 +370,12 @@ func (r *runner) runEngine(eng string) []*Result {
 		}
 	}
 	var engineErr error
+	lastFill := ""
+	for _, w := range r.cfg.Workloads {
+		if isFill(w) {
+			lastFill = w
+		}
+	}
 	for _, w := range r.cfg.Workloads {
 		if !isFill(w) {
 			continue
@@ -364,13 +386,12 @@ func (r *runner) runEngine(eng string) []*Result {
 		} else {
 			dir := filepath.Join(engDir, w)
 			r.fill(eng, dir, w, res, describe)
-			if res.Err == nil {
-				if dataDir != "" && !r.cfg.Keep {
-					os.RemoveAll(dataDir)
-				}
-				dataDir, nKeys = dir, res.Keys
-			} else {
+			switch {
+			case res.Err != nil:
 				engineErr = res.Err
+			case w == lastFill:
+				// The reads use the data set of the last fill.
+				dataDir, nKeys = dir, res.Keys
 			}
 		}
 		r.emit(res)
@@ -402,6 +423,7 @@ func (r *runner) runEngine(eng string) []*Result {
 	var e Engine
 	var settleTime time.Duration
 	if readErr == nil {
+		syncAll()
 		// Reopen: every engine starts the reads from its on-disk state with a
 		// cold block cache, after flushing and settling.
 		e, readErr = openEngine(eng, dataDir, r.engineConfig(false))
@@ -446,6 +468,7 @@ func (r *runner) fill(eng, dir, w string, res *Result, describe func(Engine)) {
 		res.Err = err
 		return
 	}
+	syncAll() // start without earlier workloads' dirty pages pending
 	e, err := openEngine(eng, dir, r.engineConfig(spec.sync))
 	if err != nil {
 		res.Err = fmt.Errorf("open: %w", err)
@@ -744,4 +767,17 @@ func mergeHists(hs []*hdrhistogram.Histogram) *hdrhistogram.Histogram {
 		m.Merge(h)
 	}
 	return m
+}
+
+// loadAvg returns the 1/5/15-minute load averages from /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "n/a"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "n/a"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -75,3 +75,7 @@ func diskUsage(dir string) (allocated, apparent int64, err error) {
 	})
 	return total, logical, err
 }
+
+// syncAll runs sync(2) so each workload starts without other workloads'
+// (or engines') dirty pages still being written back behind its back.
+func syncAll() { syscall.Sync() }
