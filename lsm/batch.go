@@ -117,7 +117,7 @@ func decodeBatch(repr []byte, fn func(base.Entry) error) error {
 			return base.CorruptionErrorf("batch: entry %d truncated", i)
 		}
 		e := base.Entry{Kind: base.Kind(p[0]), Version: binary.LittleEndian.Uint64(p[1:9])}
-		if e.Kind > base.KindMax {
+		if e.Kind != base.KindSet && e.Kind != base.KindDelete {
 			return base.CorruptionErrorf("batch: entry %d has unknown kind %d", i, p[0])
 		}
 		p = p[9:]

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
+	"github.com/tierkv/tierkv/lsm/internal/blob"
 	"github.com/tierkv/tierkv/lsm/internal/manifest"
 	"github.com/tierkv/tierkv/lsm/objstorage"
 )
@@ -87,9 +88,53 @@ func (d *DB) levelMaxBytes(l int) float64 {
 // pickCompactionLocked returns the most urgent compaction of v, or nil.
 // REQUIRES: d.mu held.
 func (d *DB) pickCompactionLocked(v *version) *compaction {
+	var c *compaction
 	if d.opts.CompactionStrategy == SizeTiered {
-		return d.pickSizeTiered(v)
+		c = d.pickSizeTiered(v)
+	} else {
+		c = d.pickLeveled(v)
 	}
+	if c == nil {
+		c = d.pickBlobRewrite(v)
+	}
+	return c
+}
+
+// garbageBlobs returns the blob files of v whose unreferenced fraction
+// exceeds BlobGarbageRatio.
+func (d *DB) garbageBlobs(v *version) map[base.FileNum]bool {
+	out := map[base.FileNum]bool{}
+	live := v.v.BlobLiveBytes()
+	for _, b := range v.v.Blobs {
+		if b.ValueBytes > 0 && 1-float64(live[b.FileNum])/float64(b.ValueBytes) > d.opts.BlobGarbageRatio {
+			out[b.FileNum] = true
+		}
+	}
+	return out
+}
+
+// pickBlobRewrite returns a compaction that rewrites, in place, one table
+// referencing a blob file that is mostly garbage; it copies the live values
+// out so that the file can be deleted. Repeated picks drain the file.
+func (d *DB) pickBlobRewrite(v *version) *compaction {
+	garbage := d.garbageBlobs(v)
+	if len(garbage) == 0 {
+		return nil
+	}
+	for l, lt := range v.tables {
+		for _, t := range lt {
+			for _, r := range t.meta.BlobRefs {
+				if garbage[r.FileNum] {
+					return &compaction{reason: fmt.Sprintf("blob file %s is mostly garbage", r.FileNum), outputLevel: l,
+						split: d.opts.CompactionStrategy == Leveled, inputs: []compactionInput{{l, t}}}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (d *DB) pickLeveled(v *version) *compaction {
 	bestLevel, bestScore := -1, 1.0
 	if s := float64(len(v.tables[0])) / float64(d.opts.L0CompactionThreshold); s >= bestScore {
 		bestLevel, bestScore = 0, s
@@ -211,6 +256,17 @@ func (d *DB) Compact() error {
 	d.mu.compacting = true
 	d.mu.Unlock()
 	err := d.runCompaction(c)
+	// The merge dropped shadowed references; blob files it left mostly
+	// garbage are rewritten now rather than by later compactions.
+	for err == nil {
+		d.mu.Lock()
+		c := d.pickBlobRewrite(d.mu.current)
+		d.mu.Unlock()
+		if c == nil {
+			break
+		}
+		err = d.runCompaction(c)
+	}
 	d.mu.Lock()
 	d.mu.compacting = false
 	d.signalBackgroundDoneLocked()
@@ -263,7 +319,7 @@ func (d *DB) runCompaction(c *compaction) error {
 	if len(c.inputs) == 1 && c.inputs[0].level != c.outputLevel && c.inputs[0].t.meta.NumTombstones == 0 {
 		t := c.inputs[0].t
 		edit.Added = append(edit.Added, manifest.NewTable{Level: c.outputLevel, Meta: t.meta})
-		if err := d.logAndApply(edit, nil, nil); err != nil {
+		if err := d.logAndApply(edit, nil, nil, nil); err != nil {
 			return err
 		}
 		info.Outputs = []TableInfo{t.info(c.outputLevel)}
@@ -303,6 +359,12 @@ func (d *DB) runCompaction(c *compaction) error {
 		return true
 	}
 
+	// Values in blob files that are mostly garbage are copied into this
+	// compaction's blob file, so that the old file can go once no table
+	// references it.
+	rewrite := d.garbageBlobs(rs.v)
+	sep := &separator{d: d, limited: true}
+
 	var iters []base.InternalIterator
 	for _, in := range c.inputs {
 		iters = append(iters, in.t.reader.NewCompactionIter(bgCtx))
@@ -310,12 +372,19 @@ func (d *DB) runCompaction(c *compaction) error {
 	merge := newMergingIter(iters)
 	var outputs []*tableOutput
 	var metas []*manifest.TableMeta
+	var blobMeta *manifest.BlobMeta
 	abort := func() {
 		for _, o := range outputs[len(metas):] {
 			o.w.Abort()
 		}
 		for _, m := range metas {
 			_ = d.provider.Remove(objstorage.FileTypeTable, uint64(m.FileNum))
+		}
+		if sep.out != nil && blobMeta == nil {
+			sep.out.w.Abort()
+		}
+		if blobMeta != nil {
+			_ = d.provider.Remove(objstorage.FileTypeBlob, uint64(blobMeta.FileNum))
 		}
 	}
 	var cur *tableOutput
@@ -324,6 +393,22 @@ func (d *DB) runCompaction(c *compaction) error {
 		if e.Kind == base.KindDelete && purgeable(&e) {
 			info.TombstonesPurged++
 			continue
+		}
+		if e.Kind == base.KindValueRef {
+			ref, err := blob.DecodeRef(e.Value)
+			if err != nil {
+				merge.Close()
+				abort()
+				return fmt.Errorf("lsm: compaction input: key %q: %w", e.Key, err)
+			}
+			if rewrite[ref.FileNum] {
+				if e, err = rs.v.resolve(d, e); err != nil {
+					merge.Close()
+					abort()
+					return fmt.Errorf("lsm: compaction input: %w", err)
+				}
+				info.BlobBytesRewritten += ref.Length
+			}
 		}
 		if cur != nil && c.split && int64(cur.w.EstimatedSize()) >= d.opts.TargetFileSize {
 			m, err := cur.finish(d)
@@ -343,7 +428,7 @@ func (d *DB) runCompaction(c *compaction) error {
 			}
 			outputs = append(outputs, cur)
 		}
-		if err := cur.w.Add(e); err != nil {
+		if err := sep.add(cur, e); err != nil {
 			merge.Close()
 			abort()
 			return fmt.Errorf("lsm: compaction output %s: %w", cur.num, err)
@@ -361,23 +446,33 @@ func (d *DB) runCompaction(c *compaction) error {
 		}
 		metas = append(metas, m)
 	}
+	var newBlobs []*blobFile
+	if sep.out != nil {
+		if blobMeta, err = sep.out.finish(d); err != nil {
+			abort()
+			return err
+		}
+		b, err := d.openBlob(blobMeta)
+		if err != nil {
+			abort()
+			return err
+		}
+		newBlobs = append(newBlobs, b)
+		edit.AddedBlobs = append(edit.AddedBlobs, blobMeta)
+	}
 	var newTables []*table
 	for _, m := range metas {
 		t, err := d.openTable(m)
 		if err != nil {
-			for _, t := range newTables {
-				t.reader.Close()
-			}
+			closeAll(newTables, newBlobs)
 			abort()
 			return err
 		}
 		newTables = append(newTables, t)
 		edit.Added = append(edit.Added, manifest.NewTable{Level: c.outputLevel, Meta: m})
 	}
-	if err := d.logAndApply(edit, newTables, nil); err != nil {
-		for _, t := range newTables {
-			t.reader.Close()
-		}
+	if err := d.logAndApply(edit, newTables, newBlobs, nil); err != nil {
+		closeAll(newTables, newBlobs)
 		abort()
 		return err
 	}
@@ -385,6 +480,12 @@ func (d *DB) runCompaction(c *compaction) error {
 	for _, t := range newTables {
 		bytesOut += t.meta.Size
 		info.Outputs = append(info.Outputs, t.info(c.outputLevel))
+	}
+	if blobMeta != nil {
+		bytesOut += blobMeta.Size
+		if f := d.opts.EventListener.BlobCreated; f != nil {
+			f(newBlobs[0].info(blobMeta.ValueBytes))
+		}
 	}
 	d.m.compactBytesIn.Add(bytesIn)
 	d.m.compactBytesOut.Add(bytesOut)

@@ -244,21 +244,36 @@ func (d *DB) recover() error {
 	}
 	d.mu.nextFileNum = nextFileNum
 
-	// Open every table of the version.
+	// Open every table and blob file of the version.
 	tables := map[base.FileNum]*table{}
+	blobs := map[base.FileNum]*blobFile{}
+	closeOpened := func() {
+		for _, t := range tables {
+			t.reader.Close()
+		}
+		for _, b := range blobs {
+			b.reader.Close()
+		}
+	}
 	for l := range v.Levels {
 		for _, m := range v.Levels[l] {
 			t, err := d.openTable(m)
 			if err != nil {
-				for _, t := range tables {
-					t.reader.Close()
-				}
+				closeOpened()
 				return err
 			}
 			tables[m.FileNum] = t
 		}
 	}
-	d.mu.current = newVersion(v, tables)
+	for _, m := range v.Blobs {
+		b, err := d.openBlob(m)
+		if err != nil {
+			closeOpened()
+			return err
+		}
+		blobs[m.FileNum] = b
+	}
+	d.mu.current = newVersion(v, tables, blobs)
 
 	// Replay WAL segments at or after logNum, in order, flushing to L0.
 	names, err := d.fs.List(d.dirname)
@@ -283,11 +298,14 @@ func (d *DB) recover() error {
 		if mem.Empty() {
 			return nil
 		}
-		meta, err := d.writeL0(mem)
+		meta, bm, err := d.writeL0(mem)
 		if err != nil {
 			return err
 		}
 		edit.Added = append(edit.Added, manifest.NewTable{Level: 0, Meta: meta})
+		if bm != nil {
+			edit.AddedBlobs = append(edit.AddedBlobs, bm)
+		}
 		mem = memtable.New()
 		return nil
 	}
@@ -337,7 +355,16 @@ func (d *DB) recover() error {
 		}
 		tables[a.Meta.FileNum] = t
 	}
-	d.mu.current = newVersion(nv, tables)
+	for _, m := range edit.AddedBlobs {
+		b, err := d.openBlob(m)
+		if err != nil {
+			return err
+		}
+		blobs[m.FileNum] = b
+	}
+	old := d.mu.current
+	d.mu.current = newVersion(nv, tables, blobs)
+	old.unref(d)
 	if err := d.rotateManifest(nv, newLog); err != nil {
 		return err
 	}
@@ -358,11 +385,18 @@ func (d *DB) removeObsoleteFiles(names []string, v *manifest.Version) {
 			live[uint64(m.FileNum)] = true
 		}
 	}
-	if nums, err := d.provider.List(objstorage.FileTypeTable); err == nil {
+	for _, b := range v.Blobs {
+		live[uint64(b.FileNum)] = true
+	}
+	for _, typ := range []objstorage.FileType{objstorage.FileTypeTable, objstorage.FileTypeBlob} {
+		nums, err := d.provider.List(typ)
+		if err != nil {
+			continue
+		}
 		for _, n := range nums {
 			if !live[n] {
-				d.opts.Logger.Info("lsm: removing obsolete table", "file", objstorage.ObjectName(objstorage.FileTypeTable, n))
-				_ = d.provider.Remove(objstorage.FileTypeTable, n)
+				d.opts.Logger.Info("lsm: removing obsolete file", "file", objstorage.ObjectName(typ, n))
+				_ = d.provider.Remove(typ, n)
 			}
 		}
 	}
@@ -484,7 +518,7 @@ func (d *DB) rotateManifest(v *manifest.Version, logNum base.FileNum) error {
 // as the version switch (a flush uses it to retire its memtable, so that a
 // reader sees the data either in the memtable or in the table, never in
 // neither).
-func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, install func()) error {
+func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, newBlobs []*blobFile, install func()) error {
 	d.manifestMu.Lock()
 	defer d.manifestMu.Unlock()
 	d.mu.Lock()
@@ -497,6 +531,13 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, install
 	nv, err := cur.v.Apply(edit)
 	if err != nil {
 		return err
+	}
+	// Blob files that no table references any more leave with this edit.
+	if dead := nv.UnreferencedBlobs(); len(dead) > 0 {
+		edit.DeletedBlobs = append(edit.DeletedBlobs, dead...)
+		if nv, err = cur.v.Apply(edit); err != nil {
+			return err
+		}
 	}
 	if d.opts.CompactionStrategy == Leveled {
 		if err := nv.CheckOrdering(); err != nil {
@@ -525,7 +566,17 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, install
 			tables[del.FileNum].obsolete.Store(true)
 		}
 	}
-	next := newVersion(nv, tables)
+	blobs := make(map[base.FileNum]*blobFile, len(nv.Blobs))
+	for n, b := range cur.blobs {
+		blobs[n] = b
+	}
+	for _, b := range newBlobs {
+		blobs[b.meta.FileNum] = b
+	}
+	for _, n := range edit.DeletedBlobs {
+		blobs[n].obsolete.Store(true)
+	}
+	next := newVersion(nv, tables, blobs)
 	d.mu.Lock()
 	old := d.mu.current
 	d.mu.current = next

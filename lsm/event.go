@@ -18,6 +18,17 @@ type TableInfo struct {
 	Created time.Time
 }
 
+// BlobInfo describes a blob file for EventListener and DB.BlobFiles.
+type BlobInfo struct {
+	FileNum    uint64
+	Size       uint64
+	NumValues  uint64
+	ValueBytes uint64
+	// LiveBytes are the value bytes that live tables still reference.
+	LiveBytes uint64
+	Created   time.Time
+}
+
 // FlushInfo describes a finished flush.
 type FlushInfo struct {
 	Output   TableInfo
@@ -32,7 +43,10 @@ type CompactionInfo struct {
 	OutputLevel int
 	// TombstonesPurged counts tombstones dropped after their grace period.
 	TombstonesPurged uint64
-	Duration         time.Duration
+	// BlobBytesRewritten counts value bytes copied out of blob files that
+	// were mostly garbage.
+	BlobBytesRewritten uint64
+	Duration           time.Duration
 }
 
 // EventListener receives engine events. Every field is optional. Callbacks
@@ -44,6 +58,10 @@ type EventListener struct {
 	TableCreated func(TableInfo)
 	// TableDeleted is called after an obsolete table is removed.
 	TableDeleted func(TableInfo)
+	// BlobCreated is called after a blob file is durable and installed;
+	// BlobDeleted after an obsolete one is removed.
+	BlobCreated func(BlobInfo)
+	BlobDeleted func(BlobInfo)
 	// FlushEnd is called after a memtable flush is installed.
 	FlushEnd func(FlushInfo)
 	// CompactionEnd is called after a compaction is installed.

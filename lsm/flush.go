@@ -1,10 +1,13 @@
 package lsm
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
+	"github.com/tierkv/tierkv/lsm/internal/blob"
 	"github.com/tierkv/tierkv/lsm/internal/manifest"
 	"github.com/tierkv/tierkv/lsm/internal/memtable"
 	"github.com/tierkv/tierkv/lsm/internal/sstable"
@@ -35,6 +38,83 @@ func (d *DB) writerOptions() sstable.WriterOptions {
 type tableOutput struct {
 	num base.FileNum
 	w   *sstable.Writer
+	// refs counts the value bytes the table references per blob file.
+	refs map[base.FileNum]uint64
+}
+
+// blobOutput writes the separated values of one flush or compaction.
+type blobOutput struct {
+	num        base.FileNum
+	w          *blob.Writer
+	valueBytes uint64
+}
+
+func (d *DB) newBlobOutput(limited bool) (*blobOutput, error) {
+	d.mu.Lock()
+	num := d.allocFileNumLocked()
+	d.mu.Unlock()
+	wr, err := d.provider.Create(bgCtx, objstorage.FileTypeBlob, uint64(num))
+	if err != nil {
+		return nil, fmt.Errorf("lsm: create blob file %s: %w", num, err)
+	}
+	if limited {
+		wr = &limitedWritable{Writable: wr, d: d}
+	}
+	return &blobOutput{num: num, w: blob.NewWriter(wr, num)}, nil
+}
+
+func (o *blobOutput) finish(d *DB) (*manifest.BlobMeta, error) {
+	size, err := o.w.Close()
+	if err != nil {
+		return nil, fmt.Errorf("lsm: write blob file %s: %w", o.num, err)
+	}
+	return &manifest.BlobMeta{FileNum: o.num, Size: size, NumValues: o.w.Count(), ValueBytes: o.valueBytes,
+		CreatedUnixMilli: d.opts.Clock.Now().UnixMilli()}, nil
+}
+
+// separator moves large values of the entries written to a table into a
+// blob file it creates on first use.
+type separator struct {
+	d       *DB
+	limited bool
+	out     *blobOutput
+	scratch []byte
+}
+
+// add writes e to t, first moving its value to the blob file if it is at
+// least ValueSeparationThreshold bytes.
+func (s *separator) add(t *tableOutput, e base.Entry) error {
+	if e.Kind == base.KindSet && s.d.opts.ValueSeparationThreshold > 0 && len(e.Value) >= s.d.opts.ValueSeparationThreshold {
+		if s.out == nil {
+			var err error
+			if s.out, err = s.d.newBlobOutput(s.limited); err != nil {
+				return err
+			}
+		}
+		ref, err := s.out.w.Add(e.Value)
+		if err != nil {
+			return fmt.Errorf("lsm: write blob file %s: %w", s.out.num, err)
+		}
+		s.out.valueBytes += ref.Length
+		s.scratch = ref.Encode(s.scratch[:0])
+		e.Kind, e.Value = base.KindValueRef, s.scratch
+	}
+	return t.add(e)
+}
+
+// add writes e to the table, counting the blob bytes it references.
+func (t *tableOutput) add(e base.Entry) error {
+	if e.Kind == base.KindValueRef {
+		ref, err := blob.DecodeRef(e.Value)
+		if err != nil {
+			return err
+		}
+		if t.refs == nil {
+			t.refs = map[base.FileNum]uint64{}
+		}
+		t.refs[ref.FileNum] += ref.Length
+	}
+	return t.w.Add(e)
 }
 
 func (d *DB) newTableOutput(limited bool) (*tableOutput, error) {
@@ -56,32 +136,56 @@ func (o *tableOutput) finish(d *DB) (*manifest.TableMeta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsm: write table %s: %w", o.num, err)
 	}
-	return &manifest.TableMeta{
+	m := &manifest.TableMeta{
 		FileNum: o.num, Size: p.FileSize, Smallest: p.SmallestKey, Largest: p.LargestKey,
 		MinVersion: p.MinVersion, MaxVersion: p.MaxVersion, NumEntries: p.NumEntries, NumTombstones: p.NumTombstones,
 		CreatedUnixMilli: d.opts.Clock.Now().UnixMilli(),
-	}, nil
+	}
+	for num, n := range o.refs {
+		m.BlobRefs = append(m.BlobRefs, manifest.BlobRef{FileNum: num, ValueBytes: n})
+	}
+	slices.SortFunc(m.BlobRefs, func(a, b manifest.BlobRef) int { return cmp.Compare(a.FileNum, b.FileNum) })
+	return m, nil
 }
 
-// writeL0 writes a memtable to a new table.
-func (d *DB) writeL0(mem *memtable.Memtable) (*manifest.TableMeta, error) {
+// writeL0 writes a memtable to a new table and its large values to a new
+// blob file (nil if there were none). Both are durable on return.
+func (d *DB) writeL0(mem *memtable.Memtable) (*manifest.TableMeta, *manifest.BlobMeta, error) {
 	out, err := d.newTableOutput(false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	sep := &separator{d: d}
+	abort := func() {
+		out.w.Abort()
+		if sep.out != nil {
+			sep.out.w.Abort()
+		}
 	}
 	it := mem.NewIter()
 	for ok := it.First(); ok; ok = it.Next() {
-		if err := out.w.Add(it.Entry()); err != nil {
-			out.w.Abort()
-			return nil, fmt.Errorf("lsm: flush to table %s: %w", out.num, err)
+		if err := sep.add(out, it.Entry()); err != nil {
+			abort()
+			return nil, nil, fmt.Errorf("lsm: flush to table %s: %w", out.num, err)
 		}
+	}
+	var bm *manifest.BlobMeta
+	if sep.out != nil {
+		if bm, err = sep.out.finish(d); err != nil {
+			out.w.Abort()
+			return nil, nil, err
+		}
+		d.m.flushBytes.Add(bm.Size)
 	}
 	meta, err := out.finish(d)
 	if err != nil {
-		return nil, err
+		if bm != nil {
+			_ = d.provider.Remove(objstorage.FileTypeBlob, uint64(bm.FileNum))
+		}
+		return nil, nil, err
 	}
 	d.m.flushBytes.Add(meta.Size)
-	return meta, nil
+	return meta, bm, nil
 }
 
 func (d *DB) flushLoop() {
@@ -132,14 +236,25 @@ func (d *DB) flushMemtable(me *memEntry) error {
 	}
 	edit := &manifest.VersionEdit{}
 	var newTables []*table
+	var newBlobs []*blobFile
 	var meta *manifest.TableMeta
 	if !me.mem.Empty() {
+		var bm *manifest.BlobMeta
 		var err error
-		if meta, err = d.writeL0(me.mem); err != nil {
+		if meta, bm, err = d.writeL0(me.mem); err != nil {
 			return err
+		}
+		if bm != nil {
+			b, err := d.openBlob(bm)
+			if err != nil {
+				return err
+			}
+			newBlobs = append(newBlobs, b)
+			edit.AddedBlobs = append(edit.AddedBlobs, bm)
 		}
 		t, err := d.openTable(meta)
 		if err != nil {
+			closeAll(nil, newBlobs)
 			return err
 		}
 		newTables = append(newTables, t)
@@ -153,7 +268,7 @@ func (d *DB) flushMemtable(me *memEntry) error {
 	}
 	d.mu.Unlock()
 	var removeLog bool
-	err := d.logAndApply(edit, newTables, func() {
+	err := d.logAndApply(edit, newTables, newBlobs, func() {
 		d.mu.imm = d.mu.imm[1:]
 		if len(d.mu.recycle) < maxRecycledLogs {
 			d.mu.recycle = append(d.mu.recycle, me.logNum)
@@ -163,9 +278,7 @@ func (d *DB) flushMemtable(me *memEntry) error {
 		d.signalBackgroundDoneLocked()
 	})
 	if err != nil {
-		for _, t := range newTables {
-			t.reader.Close()
-		}
+		closeAll(newTables, newBlobs)
 		return err
 	}
 	st := me.wal.Stats()
@@ -176,6 +289,11 @@ func (d *DB) flushMemtable(me *memEntry) error {
 		_ = d.fs.Remove(d.path(wal.SegmentName(me.logNum)))
 	}
 	d.m.flushes.Add(1)
+	if f := d.opts.EventListener.BlobCreated; f != nil {
+		for _, b := range newBlobs {
+			f(b.info(b.meta.ValueBytes))
+		}
+	}
 	if meta != nil {
 		info := newTables[0].info(0)
 		if f := d.opts.EventListener.TableCreated; f != nil {
@@ -187,6 +305,17 @@ func (d *DB) flushMemtable(me *memEntry) error {
 	}
 	d.maybeScheduleCompaction()
 	return nil
+}
+
+// closeAll closes the readers of tables and blob files that were never
+// installed.
+func closeAll(tables []*table, blobs []*blobFile) {
+	for _, t := range tables {
+		t.reader.Close()
+	}
+	for _, b := range blobs {
+		b.reader.Close()
+	}
 }
 
 // limitedWritable throttles compaction output through the DB's limiter.

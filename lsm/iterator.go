@@ -95,11 +95,18 @@ func (it *Iterator) settle(ok bool) bool {
 		if e.Kind == base.KindDelete && !it.opts.IncludeTombstones {
 			continue
 		}
+		e, err := it.rs.v.resolve(it.d, e)
+		if err != nil {
+			it.err = err
+			break
+		}
 		it.cur, it.valid = e, true
 		return true
 	}
 	it.valid = false
-	it.err = it.merge.Error()
+	if it.err == nil {
+		it.err = it.merge.Error()
+	}
 	return false
 }
 

@@ -30,6 +30,12 @@ type Metrics struct {
 	TombstonesPurged   uint64
 	Flushes            uint64
 	FlushBytes         uint64
+	// BlobFiles counts live blob files; BlobBytes is their size and
+	// BlobLiveBytes the value bytes tables still reference (the rest is
+	// garbage awaiting a rewrite).
+	BlobFiles     int
+	BlobBytes     uint64
+	BlobLiveBytes uint64
 	// UserBytes is the encoded size of all applied batches.
 	UserBytes uint64
 	// WriteAmp is (WAL + flush + compaction bytes written) / UserBytes.
@@ -94,6 +100,13 @@ func (d *DB) Metrics() Metrics {
 			m.Levels[l] = LevelMetrics{NumFiles: len(v.v.Levels[l]), Size: v.v.LevelSize(l)}
 		}
 		m.CompactionBacklog = d.compactionBacklog(v)
+		m.BlobFiles = len(v.v.Blobs)
+		for _, b := range v.v.Blobs {
+			m.BlobBytes += b.Size
+		}
+		for _, n := range v.v.BlobLiveBytes() {
+			m.BlobLiveBytes += n
+		}
 	}
 	for _, me := range mems {
 		m.MemTables++
@@ -167,6 +180,21 @@ func (d *DB) Tables() []TableInfo {
 		for _, t := range lt {
 			out = append(out, t.info(l))
 		}
+	}
+	return out
+}
+
+// BlobFiles returns the metadata of every live blob file.
+func (d *DB) BlobFiles() []BlobInfo {
+	d.mu.Lock()
+	v := d.mu.current
+	v.ref()
+	d.mu.Unlock()
+	defer v.unref(d)
+	live := v.v.BlobLiveBytes()
+	var out []BlobInfo
+	for _, m := range v.v.Blobs {
+		out = append(out, v.blobs[m.FileNum].info(live[m.FileNum]))
 	}
 	return out
 }

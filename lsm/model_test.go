@@ -52,8 +52,11 @@ func smallOptions(fs vfs.FS, strategy CompactionStrategy, clock Clock) *Options 
 		SizeTieredMaxThreshold: 4,
 		SizeTieredMinTableSize: 16 << 10,
 		BlockSize:              1 << 10,
-		BlockCacheSize:         256 << 10,
-		WALPreallocateSize:     128 << 10,
+		// Values of 128 bytes and more go to blob files: the tests see
+		// both inline and separated values.
+		ValueSeparationThreshold: 128,
+		BlockCacheSize:           256 << 10,
+		WALPreallocateSize:       128 << 10,
 	}
 }
 

@@ -146,6 +146,16 @@ type Options struct {
 	// still works. For tests.
 	DisableAutomaticCompactions bool
 
+	// ValueSeparationThreshold is the value size at and above which a flush
+	// moves a value into a blob file and leaves a small reference in the
+	// table, so that compactions move references instead of values.
+	// Default 1 KiB; negative disables value separation.
+	ValueSeparationThreshold int
+	// BlobGarbageRatio is the fraction of a blob file's value bytes that
+	// must be unreferenced before compactions copy its live values into a
+	// new blob file, reclaiming the space. Default 0.5.
+	BlobGarbageRatio float64
+
 	// BlockSize is the target uncompressed size of table data blocks.
 	// Default 4 KiB.
 	BlockSize int
@@ -238,6 +248,12 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.TombstoneGracePeriod == 0 {
 		o.TombstoneGracePeriod = 10 * 24 * time.Hour // Cassandra's gc_grace_seconds
 	}
+	if o.ValueSeparationThreshold == 0 {
+		o.ValueSeparationThreshold = 1 << 10 // a reference is ~10 bytes; below 1 KiB the extra read costs more than the rewrite saves
+	}
+	if o.BlobGarbageRatio == 0 {
+		o.BlobGarbageRatio = 0.5 // space amplification of blob files stays below 2x
+	}
 	if o.BlockSize == 0 {
 		o.BlockSize = 4 << 10
 	}
@@ -284,6 +300,7 @@ func (o *Options) Validate() error {
 	check(o.TombstoneGracePeriod > 0, "TombstoneGracePeriod %v is not positive", o.TombstoneGracePeriod)
 	check(o.Compression >= NoCompression && o.Compression <= ZstdCompression, "unknown Compression %d", o.Compression)
 	check(o.CompactionRate >= 0, "CompactionRate %d is negative", o.CompactionRate)
+	check(o.BlobGarbageRatio > 0 && o.BlobGarbageRatio < 1, "BlobGarbageRatio %v is not in (0, 1)", o.BlobGarbageRatio)
 	check(o.BlockSize >= 256, "BlockSize %d is below 256", o.BlockSize)
 	check(o.MaxKeySize > 0 && o.MaxKeySize <= 1<<20, "MaxKeySize %d is not in (0, 1 MiB]", o.MaxKeySize)
 	check(o.MaxValueSize > 0 && o.MaxValueSize <= 256<<20, "MaxValueSize %d is not in (0, 256 MiB]", o.MaxValueSize)

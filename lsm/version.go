@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
+	"github.com/tierkv/tierkv/lsm/internal/blob"
 	"github.com/tierkv/tierkv/lsm/internal/manifest"
 	"github.com/tierkv/tierkv/lsm/internal/sstable"
 	"github.com/tierkv/tierkv/lsm/objstorage"
@@ -47,17 +48,69 @@ func (t *table) unref(d *DB) {
 	}
 }
 
-// version is a manifest.Version with its open tables. It is immutable and
-// reference counted; the DB's current version holds one reference.
+// blobFile is an open blob file, reference counted like a table.
+type blobFile struct {
+	meta     *manifest.BlobMeta
+	reader   *blob.Reader
+	refs     atomic.Int32
+	obsolete atomic.Bool
+}
+
+func (b *blobFile) info(live uint64) BlobInfo {
+	return BlobInfo{FileNum: uint64(b.meta.FileNum), Size: b.meta.Size, NumValues: b.meta.NumValues,
+		ValueBytes: b.meta.ValueBytes, LiveBytes: live, Created: time.UnixMilli(b.meta.CreatedUnixMilli)}
+}
+
+func (b *blobFile) unref(d *DB) {
+	if b.refs.Add(-1) != 0 {
+		return
+	}
+	b.reader.Close()
+	if !b.obsolete.Load() {
+		return
+	}
+	d.cache.EvictFile(uint64(b.meta.FileNum))
+	if err := d.provider.Remove(objstorage.FileTypeBlob, uint64(b.meta.FileNum)); err != nil {
+		d.opts.Logger.Warn("lsm: removing obsolete blob file failed", "file", b.meta.FileNum, "err", err)
+		return
+	}
+	if f := d.opts.EventListener.BlobDeleted; f != nil {
+		f(b.info(0))
+	}
+}
+
+func (d *DB) openBlob(m *manifest.BlobMeta) (*blobFile, error) {
+	name := objstorage.ObjectName(objstorage.FileTypeBlob, uint64(m.FileNum))
+	r, err := d.provider.Open(bgCtx, objstorage.FileTypeBlob, uint64(m.FileNum))
+	if err != nil {
+		return nil, fmt.Errorf("lsm: open blob file %s: %w", name, err)
+	}
+	br, err := blob.Open(bgCtx, r, d.path(name))
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("lsm: open blob file %s: %w", name, err)
+	}
+	return &blobFile{meta: m, reader: br}, nil
+}
+
+// version is a manifest.Version with its open tables and blob files. It is
+// immutable and reference counted; the DB's current version holds one
+// reference.
 type version struct {
 	v      *manifest.Version
 	tables [manifest.NumLevels][]*table
+	blobs  map[base.FileNum]*blobFile
 	refs   atomic.Int32
 }
 
-func newVersion(v *manifest.Version, open map[base.FileNum]*table) *version {
-	nv := &version{v: v}
+func newVersion(v *manifest.Version, open map[base.FileNum]*table, openBlobs map[base.FileNum]*blobFile) *version {
+	nv := &version{v: v, blobs: make(map[base.FileNum]*blobFile, len(v.Blobs))}
 	nv.refs.Store(1)
+	for _, m := range v.Blobs {
+		b := openBlobs[m.FileNum]
+		b.refs.Add(1)
+		nv.blobs[m.FileNum] = b
+	}
 	for l := range v.Levels {
 		nv.tables[l] = make([]*table, len(v.Levels[l]))
 		for i, m := range v.Levels[l] {
@@ -80,6 +133,34 @@ func (v *version) unref(d *DB) {
 			t.unref(d)
 		}
 	}
+	for _, b := range v.blobs {
+		b.unref(d)
+	}
+}
+
+// resolve returns e with a blob reference replaced by the value it points
+// at. Other entries are returned as they are.
+func (v *version) resolve(d *DB, e base.Entry) (base.Entry, error) {
+	if e.Kind != base.KindValueRef {
+		return e, nil
+	}
+	ref, err := blob.DecodeRef(e.Value)
+	if err != nil {
+		return e, fmt.Errorf("key %q: %w", e.Key, err)
+	}
+	b, ok := v.blobs[ref.FileNum]
+	if !ok {
+		return e, base.CorruptionErrorf("key %q references blob file %s, which is not live", e.Key, ref.FileNum)
+	}
+	val, ok := d.cache.Get(uint64(ref.FileNum), ref.Offset)
+	if !ok {
+		if val, err = b.reader.ReadValue(bgCtx, ref); err != nil {
+			return e, err
+		}
+		d.cache.Set(uint64(ref.FileNum), ref.Offset, val)
+	}
+	e.Kind, e.Value = base.KindSet, val
+	return e, nil
 }
 
 // openTable opens the reader of a table. The returned table has no
@@ -156,6 +237,9 @@ func (d *DB) GetEntry(key []byte) (Entry, error) {
 		if err == nil {
 			err = ErrNotFound
 		}
+		return Entry{}, err
+	}
+	if best, err = rs.v.resolve(d, best); err != nil {
 		return Entry{}, err
 	}
 	e := Entry{Key: bytes.Clone(key), Version: best.Version, Deleted: best.Kind == base.KindDelete}

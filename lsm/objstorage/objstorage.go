@@ -18,6 +18,8 @@ type FileType uint8
 const (
 	// FileTypeTable is an SSTable.
 	FileTypeTable FileType = iota
+	// FileTypeBlob is a blob file: large values referenced by tables.
+	FileTypeBlob
 )
 
 // Readable is an immutable object opened for reading. It is safe for
@@ -63,6 +65,8 @@ func ObjectName(typ FileType, num uint64) string {
 	switch typ {
 	case FileTypeTable:
 		return fmt.Sprintf("%06d.sst", num)
+	case FileTypeBlob:
+		return fmt.Sprintf("%06d.blob", num)
 	}
 	return fmt.Sprintf("%06d.obj%d", num, typ)
 }

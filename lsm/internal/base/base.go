@@ -17,8 +17,12 @@ const (
 	KindDelete Kind = 0
 	// KindSet sets the key to the entry's value as of its version.
 	KindSet Kind = 1
+	// KindValueRef sets the key to a value stored in a blob file; the
+	// entry's Value is an encoded blob reference. It appears only in
+	// tables, never in batches or memtables.
+	KindValueRef Kind = 2
 	// KindMax is the largest valid Kind; decoders reject anything above it.
-	KindMax = KindSet
+	KindMax = KindValueRef
 )
 
 func (k Kind) String() string {
@@ -27,6 +31,8 @@ func (k Kind) String() string {
 		return "DEL"
 	case KindSet:
 		return "SET"
+	case KindValueRef:
+		return "VALREF"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

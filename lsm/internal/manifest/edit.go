@@ -12,7 +12,10 @@
 //	tagDeletedTable body: level(uvarint) fileNum(uvarint)
 //	tagNewTable     body: level fileNum size smallest largest minVersion
 //	                      maxVersion entries tombstones createdUnixMilli
+//	                      numBlobRefs (blobFileNum valueBytes)*
 //	                      (keys are uvarint length + bytes, the rest uvarint)
+//	tagNewBlob      body: fileNum size numValues valueBytes createdUnixMilli
+//	tagDeletedBlob  body: fileNum
 //
 // The log framing (length, CRC32C) is the WAL's record format.
 package manifest
@@ -36,7 +39,12 @@ const (
 	tagNextFileNum  = 2
 	tagDeletedTable = 3
 	tagNewTable     = 4
+	tagNewBlob      = 5
+	tagDeletedBlob  = 6
 )
+
+// maxBlobRefs bounds a decoded table's blob reference count.
+const maxBlobRefs = 1 << 20
 
 // maxKeyLen bounds keys in decoded edits so that bad bytes cannot make the
 // decoder allocate without bound.
@@ -54,6 +62,24 @@ type TableMeta struct {
 	NumTombstones uint64
 	// CreatedUnixMilli is when the table was written; age-based policies
 	// (size-tiered tiering) use it.
+	CreatedUnixMilli int64
+	// BlobRefs lists the blob files the table's value references point
+	// into, with the bytes of values referenced in each.
+	BlobRefs []BlobRef
+}
+
+// BlobRef is the part of a blob file a table references.
+type BlobRef struct {
+	FileNum    base.FileNum
+	ValueBytes uint64
+}
+
+// BlobMeta describes a blob file. It is immutable once in a Version.
+type BlobMeta struct {
+	FileNum          base.FileNum
+	Size             uint64
+	NumValues        uint64
+	ValueBytes       uint64
 	CreatedUnixMilli int64
 }
 
@@ -78,6 +104,9 @@ type VersionEdit struct {
 	NextFileNum base.FileNum
 	Deleted     []DeletedTable
 	Added       []NewTable
+	// AddedBlobs and DeletedBlobs change the set of live blob files.
+	AddedBlobs   []*BlobMeta
+	DeletedBlobs []base.FileNum
 }
 
 // Encode appends the edit's encoding to dst.
@@ -109,6 +138,23 @@ func (e *VersionEdit) Encode(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, m.NumEntries)
 		dst = binary.AppendUvarint(dst, m.NumTombstones)
 		dst = binary.AppendUvarint(dst, uint64(m.CreatedUnixMilli))
+		dst = binary.AppendUvarint(dst, uint64(len(m.BlobRefs)))
+		for _, r := range m.BlobRefs {
+			dst = binary.AppendUvarint(dst, uint64(r.FileNum))
+			dst = binary.AppendUvarint(dst, r.ValueBytes)
+		}
+	}
+	for _, b := range e.AddedBlobs {
+		dst = binary.AppendUvarint(dst, tagNewBlob)
+		dst = binary.AppendUvarint(dst, uint64(b.FileNum))
+		dst = binary.AppendUvarint(dst, b.Size)
+		dst = binary.AppendUvarint(dst, b.NumValues)
+		dst = binary.AppendUvarint(dst, b.ValueBytes)
+		dst = binary.AppendUvarint(dst, uint64(b.CreatedUnixMilli))
+	}
+	for _, n := range e.DeletedBlobs {
+		dst = binary.AppendUvarint(dst, tagDeletedBlob)
+		dst = binary.AppendUvarint(dst, uint64(n))
 	}
 	return dst
 }
@@ -184,7 +230,20 @@ func Decode(b []byte) (*VersionEdit, error) {
 			m.NumEntries = d.uvarint()
 			m.NumTombstones = d.uvarint()
 			m.CreatedUnixMilli = int64(d.uvarint())
+			n := d.uvarint()
+			if n > maxBlobRefs {
+				d.err = base.CorruptionErrorf("manifest edit: %d blob references", n)
+			}
+			for i := uint64(0); i < n && d.err == nil; i++ {
+				m.BlobRefs = append(m.BlobRefs, BlobRef{FileNum: base.FileNum(d.uvarint()), ValueBytes: d.uvarint()})
+			}
 			e.Added = append(e.Added, NewTable{Level: l, Meta: m})
+		case tagNewBlob:
+			b := &BlobMeta{FileNum: base.FileNum(d.uvarint()), Size: d.uvarint(), NumValues: d.uvarint(), ValueBytes: d.uvarint()}
+			b.CreatedUnixMilli = int64(d.uvarint())
+			e.AddedBlobs = append(e.AddedBlobs, b)
+		case tagDeletedBlob:
+			e.DeletedBlobs = append(e.DeletedBlobs, base.FileNum(d.uvarint()))
 		default:
 			if d.err == nil {
 				d.err = base.CorruptionErrorf("manifest edit: unknown tag %d", tag)
@@ -198,5 +257,6 @@ func Decode(b []byte) (*VersionEdit, error) {
 }
 
 func (e *VersionEdit) String() string {
-	return fmt.Sprintf("edit{log=%d next=%d deleted=%d added=%d}", e.LogNum, e.NextFileNum, len(e.Deleted), len(e.Added))
+	return fmt.Sprintf("edit{log=%d next=%d deleted=%d added=%d blobs+%d-%d}", e.LogNum, e.NextFileNum,
+		len(e.Deleted), len(e.Added), len(e.AddedBlobs), len(e.DeletedBlobs))
 }

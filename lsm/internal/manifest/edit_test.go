@@ -15,9 +15,12 @@ func sampleEdit() *VersionEdit {
 		Deleted:     []DeletedTable{{Level: 0, FileNum: 3}, {Level: 1, FileNum: 5}},
 		Added: []NewTable{
 			{Level: 1, Meta: &TableMeta{FileNum: 9, Size: 1234, Smallest: []byte("a"), Largest: []byte("m"),
-				MinVersion: 1, MaxVersion: 99, NumEntries: 10, NumTombstones: 2, CreatedUnixMilli: 1700000000000}},
+				MinVersion: 1, MaxVersion: 99, NumEntries: 10, NumTombstones: 2, CreatedUnixMilli: 1700000000000,
+				BlobRefs: []BlobRef{{FileNum: 8, ValueBytes: 1 << 20}}}},
 			{Level: 6, Meta: &TableMeta{FileNum: 10, Size: 1, Smallest: []byte(""), Largest: []byte("z")}},
 		},
+		AddedBlobs:   []*BlobMeta{{FileNum: 8, Size: 2 << 20, NumValues: 100, ValueBytes: 2 << 20, CreatedUnixMilli: 5}},
+		DeletedBlobs: []base.FileNum{4},
 	}
 }
 
@@ -56,6 +59,29 @@ func TestEditTruncated(t *testing.T) {
 	}
 	if _, err := Decode([]byte{1, 99}); !errors.Is(err, base.ErrCorruption) {
 		t.Fatalf("unknown tag: got %v", err)
+	}
+}
+
+func TestVersionBlobs(t *testing.T) {
+	v, err := (&Version{}).Apply(&VersionEdit{
+		AddedBlobs: []*BlobMeta{{FileNum: 3, ValueBytes: 100}, {FileNum: 2, ValueBytes: 50}},
+		Added: []NewTable{{Level: 0, Meta: &TableMeta{FileNum: 5, Smallest: []byte("a"), Largest: []byte("b"),
+			BlobRefs: []BlobRef{{FileNum: 3, ValueBytes: 40}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Blobs[0].FileNum != 2 {
+		t.Fatal("blobs not ordered")
+	}
+	if got := v.UnreferencedBlobs(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("UnreferencedBlobs = %v, want [2]", got)
+	}
+	if live := v.BlobLiveBytes(); live[3] != 40 {
+		t.Fatalf("live bytes %v", live)
+	}
+	if _, err := v.Apply(&VersionEdit{DeletedBlobs: []base.FileNum{9}}); err == nil {
+		t.Fatal("deleting an absent blob succeeded")
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 // every other level holds non-overlapping tables ordered by key.
 type Version struct {
 	Levels [NumLevels][]*TableMeta
+	// Blobs are the live blob files, ordered by file number.
+	Blobs []*BlobMeta
 }
 
 // Apply returns the version that results from applying e to v. It fails if
@@ -22,6 +24,21 @@ func (v *Version) Apply(e *VersionEdit) (*Version, error) {
 	for l := range v.Levels {
 		nv.Levels[l] = slices.Clone(v.Levels[l])
 	}
+	nv.Blobs = slices.Clone(v.Blobs)
+	for _, n := range e.DeletedBlobs {
+		i := slices.IndexFunc(nv.Blobs, func(b *BlobMeta) bool { return b.FileNum == n })
+		if i < 0 {
+			return nil, base.CorruptionErrorf("manifest: edit deletes blob file %s absent from the version", n)
+		}
+		nv.Blobs = slices.Delete(nv.Blobs, i, i+1)
+	}
+	for _, b := range e.AddedBlobs {
+		if slices.ContainsFunc(nv.Blobs, func(o *BlobMeta) bool { return o.FileNum == b.FileNum }) {
+			return nil, base.CorruptionErrorf("manifest: edit adds blob file %s twice", b.FileNum)
+		}
+		nv.Blobs = append(nv.Blobs, b)
+	}
+	slices.SortFunc(nv.Blobs, func(a, b *BlobMeta) int { return int64Cmp(int64(a.FileNum), int64(b.FileNum)) })
 	for _, d := range e.Deleted {
 		i := slices.IndexFunc(nv.Levels[d.Level], func(m *TableMeta) bool { return m.FileNum == d.FileNum })
 		if i < 0 {
@@ -96,9 +113,35 @@ func (v *Version) NumTables() int {
 	return n
 }
 
+// BlobLiveBytes returns, per blob file, the value bytes that tables of v
+// still reference.
+func (v *Version) BlobLiveBytes() map[base.FileNum]uint64 {
+	live := map[base.FileNum]uint64{}
+	for l := range v.Levels {
+		for _, m := range v.Levels[l] {
+			for _, r := range m.BlobRefs {
+				live[r.FileNum] += r.ValueBytes
+			}
+		}
+	}
+	return live
+}
+
+// UnreferencedBlobs returns the blob files of v that no table references.
+func (v *Version) UnreferencedBlobs() []base.FileNum {
+	live := v.BlobLiveBytes()
+	var out []base.FileNum
+	for _, b := range v.Blobs {
+		if _, ok := live[b.FileNum]; !ok {
+			out = append(out, b.FileNum)
+		}
+	}
+	return out
+}
+
 // Snapshot returns an edit that recreates v from an empty version.
 func (v *Version) Snapshot() *VersionEdit {
-	e := &VersionEdit{}
+	e := &VersionEdit{AddedBlobs: slices.Clone(v.Blobs)}
 	for l := range v.Levels {
 		for _, m := range v.Levels[l] {
 			e.Added = append(e.Added, NewTable{Level: l, Meta: m})
