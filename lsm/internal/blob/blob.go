@@ -34,8 +34,8 @@ const (
 	// formatVersion is part of the on-disk format; do not change.
 	formatVersion = 1
 	// magic is part of the on-disk format; do not change.
-	magic uint64 = 0x74696572626c6f62 // "tierblob"
-	crcLen       = 4
+	magic  uint64 = 0x74696572626c6f62 // "tierblob"
+	crcLen        = 4
 	// maxValueLen bounds a decoded reference's length.
 	maxValueLen = 1 << 30
 )
