@@ -402,7 +402,7 @@ func (d *DB) runCompaction(c *compaction) error {
 				return fmt.Errorf("lsm: compaction input: key %q: %w", e.Key, err)
 			}
 			if rewrite[ref.FileNum] {
-				if e, err = rs.v.resolve(d, e); err != nil {
+				if e, err = rs.v.resolve(e); err != nil {
 					merge.Close()
 					abort()
 					return fmt.Errorf("lsm: compaction input: %w", err)

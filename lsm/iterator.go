@@ -95,7 +95,7 @@ func (it *Iterator) settle(ok bool) bool {
 		if e.Kind == base.KindDelete && !it.opts.IncludeTombstones {
 			continue
 		}
-		e, err := it.rs.v.resolve(it.d, e)
+		e, err := it.rs.v.resolve(e)
 		if err != nil {
 			it.err = err
 			break

@@ -139,8 +139,14 @@ func (v *version) unref(d *DB) {
 }
 
 // resolve returns e with a blob reference replaced by the value it points
-// at. Other entries are returned as they are.
-func (v *version) resolve(d *DB, e base.Entry) (base.Entry, error) {
+// at, read into a new slice the caller owns. Other entries are returned as
+// they are.
+//
+// NB: blob values bypass the block cache. They are large (a 64 MiB cache
+// holds a few thousand 10 KiB values), so caching them evicts the index and
+// data blocks every read needs and costs a copy per hit; the OS page cache
+// keeps hot blob pages anyway.
+func (v *version) resolve(e base.Entry) (base.Entry, error) {
 	if e.Kind != base.KindValueRef {
 		return e, nil
 	}
@@ -152,12 +158,9 @@ func (v *version) resolve(d *DB, e base.Entry) (base.Entry, error) {
 	if !ok {
 		return e, base.CorruptionErrorf("key %q references blob file %s, which is not live", e.Key, ref.FileNum)
 	}
-	val, ok := d.cache.Get(uint64(ref.FileNum), ref.Offset)
-	if !ok {
-		if val, err = b.reader.ReadValue(bgCtx, ref); err != nil {
-			return e, err
-		}
-		d.cache.Set(uint64(ref.FileNum), ref.Offset, val)
+	val, err := b.reader.ReadValue(bgCtx, ref)
+	if err != nil {
+		return e, err
 	}
 	e.Kind, e.Value = base.KindSet, val
 	return e, nil
@@ -239,11 +242,14 @@ func (d *DB) GetEntry(key []byte) (Entry, error) {
 		}
 		return Entry{}, err
 	}
-	if best, err = rs.v.resolve(d, best); err != nil {
-		return Entry{}, err
-	}
 	e := Entry{Key: bytes.Clone(key), Version: best.Version, Deleted: best.Kind == base.KindDelete}
-	if !e.Deleted {
+	switch best.Kind {
+	case base.KindValueRef:
+		if best, err = rs.v.resolve(best); err != nil {
+			return Entry{}, err
+		}
+		e.Value = best.Value // a new slice already
+	case base.KindSet:
 		e.Value = bytes.Clone(best.Value)
 	}
 	return e, nil

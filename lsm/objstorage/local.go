@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/tierkv/tierkv/lsm/vfs"
 )
@@ -60,7 +61,9 @@ func (l *local) Open(ctx context.Context, typ FileType, num uint64) (Readable, e
 		f.Close()
 		return nil, fmt.Errorf("stat %s: %w", name, err)
 	}
-	return &localReadable{f: f, name: name, size: st.Size()}, nil
+	r := &localReadable{f: f, name: name, size: st.Size()}
+	r.mapFile()
+	return r, nil
 }
 
 // Remove is part of the Provider interface.
@@ -141,11 +144,36 @@ type localReadable struct {
 	f    vfs.File
 	name string
 	size int64
+	// mapped is the file mapped read-only, when the file is an OS file.
+	// Objects are immutable once finished, so the mapping never changes
+	// under a reader; a read is a memcpy instead of a pread syscall.
+	mapped []byte
 }
+
+// mapFile maps OS files read-only; it leaves mapped nil where that is not
+// possible (MemFS, empty files, mmap failure), and reads use ReadAt.
+func (r *localReadable) mapFile() {
+	fd, ok := r.f.(interface{ Fd() uintptr })
+	if !ok || r.size == 0 || r.size > maxMappedSize {
+		return
+	}
+	m, err := syscall.Mmap(int(fd.Fd()), 0, int(r.size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err == nil {
+		r.mapped = m
+	}
+}
+
+// maxMappedSize bounds the objects that are mapped (address space is
+// plentiful on 64-bit hosts; this only guards absurd sizes).
+const maxMappedSize = 1 << 40
 
 func (r *localReadable) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if off < 0 || off+int64(len(p)) > r.size {
 		return fmt.Errorf("read %s [%d, %d): beyond size %d", r.name, off, off+int64(len(p)), r.size)
+	}
+	if r.mapped != nil {
+		copy(p, r.mapped[off:])
+		return nil
 	}
 	n, err := r.f.ReadAt(p, off)
 	if n == len(p) {
@@ -157,5 +185,11 @@ func (r *localReadable) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return fmt.Errorf("read %s at %d: %w", r.name, off, err)
 }
 
-func (r *localReadable) Size() int64  { return r.size }
-func (r *localReadable) Close() error { return r.f.Close() }
+func (r *localReadable) Size() int64 { return r.size }
+func (r *localReadable) Close() error {
+	if r.mapped != nil {
+		_ = syscall.Munmap(r.mapped)
+		r.mapped = nil
+	}
+	return r.f.Close()
+}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/tierkv/tierkv/lsm/bench"
@@ -35,7 +36,20 @@ func main() {
 	flag.DurationVar(&cfg.Progress, "progress", cfg.Progress, "progress line interval on stderr (0 = off)")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the engines' directories after the run")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Engines = splitList(*engines)
 	cfg.Workloads = splitList(*workloads)
 	if _, err := bench.Run(cfg); err != nil {
