@@ -3,6 +3,7 @@ package lsm
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"unicode/utf8"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
@@ -17,7 +18,12 @@ import (
 //
 //	batch := count(uint32 LE) entry*
 //	entry := kind(1) version(uint64 LE) uvarint(len(key)) key
-//	         [uvarint(len(value)) value]   (KindSet only)
+//	         [uvarint(len(value)) value crc32c(value)(uint32 LE)]   (KindSet only)
+//
+// NB: each value is followed by its own CRC32C so that it has the layout of
+// a value in a blob file: a flushed WAL segment serves its large values in
+// place, as a blob file (see the blob package), and a reference to a value
+// needs no other bytes of the record to be verified.
 type Batch struct {
 	repr  []byte
 	count uint32
@@ -25,6 +31,8 @@ type Batch struct {
 }
 
 const batchHeaderLen = 4
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // maxBatchCount bounds decoded counts so that bad bytes cannot make the
 // decoder allocate without bound.
@@ -52,6 +60,7 @@ func (b *Batch) add(kind base.Kind, key, value []byte, version uint64) {
 	if kind == base.KindSet {
 		b.repr = binary.AppendUvarint(b.repr, uint64(len(value)))
 		b.repr = append(b.repr, value...)
+		b.repr = binary.LittleEndian.AppendUint32(b.repr, crc32.Checksum(value, crcTable))
 	}
 	b.count++
 	binary.LittleEndian.PutUint32(b.repr, b.count)
@@ -72,7 +81,7 @@ func (b *Batch) Reset() {
 
 // validate checks every mutation against the options' bounds.
 func (b *Batch) validate(o *Options) error {
-	return decodeBatch(b.repr, func(e base.Entry) error {
+	return decodeBatch(b.repr, func(e base.Entry, _ int) error {
 		switch {
 		case len(e.Key) == 0:
 			return fmt.Errorf("%w: empty key", ErrInvalidInput)
@@ -89,9 +98,11 @@ func (b *Batch) validate(o *Options) error {
 	})
 }
 
-// decodeBatch calls fn for each entry of an encoded batch. The entry's
-// slices alias repr. Bad bytes give an error wrapping ErrCorruption.
-func decodeBatch(repr []byte, fn func(base.Entry) error) error {
+// decodeBatch calls fn for each entry of an encoded batch with the offset
+// of its value in repr (0 for a tombstone). The entry's slices alias repr.
+// Bad bytes, including a value whose CRC does not match, give an error
+// wrapping ErrCorruption.
+func decodeBatch(repr []byte, fn func(e base.Entry, valueOff int) error) error {
 	if len(repr) == 0 {
 		return nil
 	}
@@ -125,12 +136,18 @@ func decodeBatch(repr []byte, fn func(base.Entry) error) error {
 		if e.Key, ok = readBytes(); !ok {
 			return base.CorruptionErrorf("batch: entry %d key truncated", i)
 		}
+		valueOff := 0
 		if e.Kind == base.KindSet {
-			if e.Value, ok = readBytes(); !ok {
+			if e.Value, ok = readBytes(); !ok || len(p) < 4 {
 				return base.CorruptionErrorf("batch: entry %d value truncated", i)
 			}
+			valueOff = len(repr) - len(p) - len(e.Value)
+			if binary.LittleEndian.Uint32(p) != crc32.Checksum(e.Value, crcTable) {
+				return base.CorruptionErrorf("batch: entry %d value checksum mismatch", i)
+			}
+			p = p[4:]
 		}
-		if err := fn(e); err != nil {
+		if err := fn(e, valueOff); err != nil {
 			return err
 		}
 	}

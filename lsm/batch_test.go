@@ -14,7 +14,13 @@ func TestBatchRoundTrip(t *testing.T) {
 	b.Delete([]byte("b"), 11)
 	b.Set([]byte("c"), nil, 12)
 	var got []base.Entry
-	if err := decodeBatch(b.repr, func(e base.Entry) error { got = append(got, e); return nil }); err != nil {
+	if err := decodeBatch(b.repr, func(e base.Entry, off int) error {
+		if e.Kind == base.KindSet && !bytes.Equal(b.repr[off:off+len(e.Value)], e.Value) {
+			t.Fatalf("value offset %d does not locate the value", off)
+		}
+		got = append(got, e)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 || b.Len() != 3 || got[1].Kind != base.KindDelete || got[1].Version != 11 ||
@@ -37,7 +43,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add(b.repr)
 	f.Add([]byte{1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		err := decodeBatch(p, func(e base.Entry) error {
+		err := decodeBatch(p, func(e base.Entry, _ int) error {
 			if e.Kind != base.KindSet && e.Kind != base.KindDelete {
 				t.Fatalf("decoded kind %v", e.Kind)
 			}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
+	"github.com/tierkv/tierkv/lsm/internal/blob"
 	"github.com/tierkv/tierkv/lsm/internal/cache"
 	"github.com/tierkv/tierkv/lsm/internal/manifest"
 	"github.com/tierkv/tierkv/lsm/internal/memtable"
@@ -275,30 +276,46 @@ func (d *DB) recover() error {
 	}
 	d.mu.current = newVersion(v, tables, blobs)
 
-	// Replay WAL segments at or after logNum, in order, flushing to L0.
+	// Replay WAL segments at or after logNum, in order, flushing to L0. A
+	// segment may already carry its blob name if a crash came between its
+	// rename and the manifest edit of its flush.
 	names, err := d.fs.List(d.dirname)
 	if err != nil {
 		return fmt.Errorf("lsm: list %s: %w", d.dirname, err)
 	}
+	inVersion := map[base.FileNum]bool{}
+	for _, b := range v.Blobs {
+		inVersion[b.FileNum] = true
+	}
+	segPath := map[base.FileNum]string{}
 	var logs []base.FileNum
 	for _, n := range names {
-		if num, ok := wal.ParseSegmentName(n); ok {
-			d.mu.nextFileNum = max(d.mu.nextFileNum, num+1)
-			if num >= logNum {
-				logs = append(logs, num)
-			} else {
-				d.mu.recycle = append(d.mu.recycle, num)
+		num, ok := wal.ParseSegmentName(n)
+		if !ok {
+			if bn, isBlob := parseBlobName(n); isBlob && bn >= logNum && !inVersion[bn] && !d.hasBlobFooter(bn) {
+				num, ok = bn, true
 			}
+		}
+		if !ok {
+			continue
+		}
+		d.mu.nextFileNum = max(d.mu.nextFileNum, num+1)
+		if num >= logNum {
+			logs = append(logs, num)
+			segPath[num] = d.path(n)
+		} else {
+			d.mu.recycle = append(d.mu.recycle, num)
 		}
 	}
 	slices.Sort(logs)
 	edit := &manifest.VersionEdit{}
+	referenced := map[base.FileNum]bool{}
 	mem := memtable.New()
 	flushMem := func() error {
 		if mem.Empty() {
 			return nil
 		}
-		meta, bm, err := d.writeL0(mem)
+		meta, bm, segs, err := d.writeL0(mem, true)
 		if err != nil {
 			return err
 		}
@@ -306,18 +323,21 @@ func (d *DB) recover() error {
 		if bm != nil {
 			edit.AddedBlobs = append(edit.AddedBlobs, bm)
 		}
+		for n := range segs {
+			referenced[n] = true
+		}
 		mem = memtable.New()
 		return nil
 	}
-	var entries []base.Entry
+	validSize := map[base.FileNum]int64{}
 	for _, num := range logs {
-		path := d.path(wal.SegmentName(num))
+		path := segPath[num]
 		res, err := wal.Replay(d.fs, path, num, d.opts.Logger, func(payload []byte, off int64) error {
-			entries = entries[:0]
-			if err := decodeBatch(payload, func(e base.Entry) error { entries = append(entries, e); return nil }); err != nil {
-				return fmt.Errorf("%s at offset %d: %w", path, off, err)
+			entries, locs := d.decodeForMemtableChecked(payload, num, off+wal.RecordHeaderSize)
+			if entries == nil {
+				return fmt.Errorf("%s at offset %d: %w", path, off, base.CorruptionErrorf("bad batch"))
 			}
-			mem.AddBatch(entries)
+			mem.AddBatch(entries, locs)
 			if mem.Size() >= d.opts.MemTableSize {
 				return flushMem()
 			}
@@ -329,10 +349,27 @@ func (d *DB) recover() error {
 		if res.TornTail {
 			d.opts.Logger.Warn("lsm: truncated torn WAL tail", "file", path, "offset", res.ValidSize, "bytes", res.TruncatedBytes)
 		}
-		d.mu.recycle = append(d.mu.recycle, num)
+		validSize[num] = res.ValidSize
 	}
 	if err := flushMem(); err != nil {
 		return err
+	}
+	// Replayed segments whose values the new tables reference become blob
+	// files; the others are obsolete.
+	for _, num := range logs {
+		if !referenced[num] {
+			if strings.HasSuffix(segPath[num], ".blob") {
+				_ = d.fs.Remove(segPath[num])
+			} else {
+				d.mu.recycle = append(d.mu.recycle, num)
+			}
+			continue
+		}
+		bm, err := d.segmentToBlob(num, segPath[num], validSize[num])
+		if err != nil {
+			return err
+		}
+		edit.AddedBlobs = append(edit.AddedBlobs, bm)
 	}
 
 	// Start the mutable memtable on a new segment, then write a new
@@ -371,8 +408,93 @@ func (d *DB) recover() error {
 	if oldManifest != 0 {
 		_ = d.fs.Remove(d.path(manifestName(oldManifest)))
 	}
+	if names, err = d.fs.List(d.dirname); err != nil {
+		return fmt.Errorf("lsm: list %s: %w", d.dirname, err)
+	}
 	d.removeObsoleteFiles(names, nv)
 	return nil
+}
+
+// decodeForMemtableChecked is decodeForMemtable for bytes read back from
+// disk: it returns nil entries if the batch does not decode.
+func (d *DB) decodeForMemtableChecked(repr []byte, num base.FileNum, payloadOff int64) ([]base.Entry, []memtable.Loc) {
+	n := 0
+	if err := decodeBatch(repr, func(base.Entry, int) error { n++; return nil }); err != nil {
+		return nil, nil
+	}
+	entries, locs := d.decodeForMemtable(repr, num, payloadOff, n)
+	if entries == nil {
+		entries = []base.Entry{}
+	}
+	return entries, locs
+}
+
+func parseBlobName(name string) (base.FileNum, bool) {
+	s, ok := strings.CutSuffix(name, ".blob")
+	if !ok || s == "" {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return base.FileNum(n), true
+}
+
+// hasBlobFooter reports whether the named file ends in a valid blob footer
+// (a blob file written by a flush or compaction, as opposed to a former WAL
+// segment).
+func (d *DB) hasBlobFooter(num base.FileNum) bool {
+	r, err := d.provider.Open(bgCtx, objstorage.FileTypeBlob, uint64(num))
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	_, err = blob.Open(bgCtx, r, num.String())
+	return err == nil
+}
+
+// segmentToBlob turns a flushed WAL segment whose values tables reference
+// into a blob file: it trims the segment to its valid size (dropping
+// preallocated or recycled bytes past its last record), syncs it, and
+// renames it to the blob name. REQUIRES: the segment's writer is closed.
+//
+// It is idempotent: a retry after a failure past the rename finds the file
+// under its blob name.
+func (d *DB) segmentToBlob(num base.FileNum, path string, size int64) (*manifest.BlobMeta, error) {
+	blobPath := d.path(objstorage.ObjectName(objstorage.FileTypeBlob, uint64(num)))
+	f, err := d.fs.OpenReadWrite(path)
+	if errors.Is(err, os.ErrNotExist) && path != blobPath {
+		path = blobPath
+		f, err = d.fs.OpenReadWrite(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lsm: open segment %s: %w", path, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lsm: trim segment %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lsm: sync segment %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	if path != blobPath {
+		if err := d.fs.Rename(path, blobPath); err != nil {
+			return nil, fmt.Errorf("lsm: rename segment %s: %w", path, err)
+		}
+		if err := vfs.SyncDir(d.fs, d.dirname); err != nil {
+			return nil, err
+		}
+	}
+	return &manifest.BlobMeta{FileNum: num, Size: uint64(size), ValueBytes: uint64(size), Segment: true,
+		CreatedUnixMilli: d.opts.Clock.Now().UnixMilli()}, nil
 }
 
 // removeObsoleteFiles deletes leftovers of a crash: tables not in v,
@@ -626,17 +748,37 @@ func (d *DB) Apply(b *Batch, wo *WriteOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := me.wal.Append(b.repr, sync); err != nil {
+	off, err := me.wal.AppendAt(b.repr, sync)
+	if err != nil {
 		me.writers.Done()
 		d.setBackgroundError(fmt.Errorf("lsm: WAL %s: %w", wal.SegmentName(me.logNum), err))
 		return fmt.Errorf("lsm: write not acknowledged: %w", err)
 	}
-	entries := make([]base.Entry, 0, b.count)
-	_ = decodeBatch(b.repr, func(e base.Entry) error { entries = append(entries, e); return nil })
-	me.mem.AddBatch(entries)
+	entries, locs := d.decodeForMemtable(b.repr, me.logNum, off, int(b.count))
+	me.mem.AddBatch(entries, locs)
 	me.writers.Done()
 	d.m.userBytes.Add(uint64(len(b.repr)))
 	return nil
+}
+
+// decodeForMemtable decodes a batch written at payloadOff of WAL segment
+// num, locating in the segment every value large enough to be separated:
+// the flush will reference those values in place instead of copying them.
+func (d *DB) decodeForMemtable(repr []byte, num base.FileNum, payloadOff int64, n int) ([]base.Entry, []memtable.Loc) {
+	entries := make([]base.Entry, 0, n)
+	var locs []memtable.Loc
+	thr := d.opts.ValueSeparationThreshold
+	_ = decodeBatch(repr, func(e base.Entry, valueOff int) error {
+		if thr > 0 && e.Kind == base.KindSet && len(e.Value) >= thr {
+			if locs == nil {
+				locs = make([]memtable.Loc, n)
+			}
+			locs[len(entries)] = memtable.Loc{FileNum: num, Offset: uint64(payloadOff) + uint64(valueOff)}
+		}
+		entries = append(entries, e)
+		return nil
+	})
+	return entries, locs
 }
 
 // Set writes value under key at version.

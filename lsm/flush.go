@@ -148,12 +148,18 @@ func (o *tableOutput) finish(d *DB) (*manifest.TableMeta, error) {
 	return m, nil
 }
 
-// writeL0 writes a memtable to a new table and its large values to a new
-// blob file (nil if there were none). Both are durable on return.
-func (d *DB) writeL0(mem *memtable.Memtable) (*manifest.TableMeta, *manifest.BlobMeta, error) {
+// writeL0 writes a memtable to a new table. Large values whose bytes lie in
+// a WAL segment are referenced in place (segs lists those segments and the
+// values referenced in each); large values without a location go to a new
+// blob file (bm, nil if none). The table and blob file are durable on
+// return.
+//
+// With inPlace false (the WAL segment failed to close, so its bytes cannot
+// be trusted) every large value is copied into the new blob file instead.
+func (d *DB) writeL0(mem *memtable.Memtable, inPlace bool) (_ *manifest.TableMeta, bm *manifest.BlobMeta, segs map[base.FileNum]int, _ error) {
 	out, err := d.newTableOutput(false)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sep := &separator{d: d}
 	abort := func() {
@@ -162,18 +168,29 @@ func (d *DB) writeL0(mem *memtable.Memtable) (*manifest.TableMeta, *manifest.Blo
 			sep.out.w.Abort()
 		}
 	}
+	segs = map[base.FileNum]int{}
+	thr := d.opts.ValueSeparationThreshold
 	it := mem.NewIter()
 	for ok := it.First(); ok; ok = it.Next() {
-		if err := sep.add(out, it.Entry()); err != nil {
+		e, loc := it.EntryLoc()
+		if inPlace && loc.FileNum != 0 && thr > 0 && len(e.Value) >= thr {
+			ref := blob.Ref{FileNum: loc.FileNum, Offset: loc.Offset, Length: uint64(len(e.Value))}
+			sep.scratch = ref.Encode(sep.scratch[:0])
+			e.Kind, e.Value = base.KindValueRef, sep.scratch
+			segs[loc.FileNum]++
+			err = out.add(e)
+		} else {
+			err = sep.add(out, e)
+		}
+		if err != nil {
 			abort()
-			return nil, nil, fmt.Errorf("lsm: flush to table %s: %w", out.num, err)
+			return nil, nil, nil, fmt.Errorf("lsm: flush to table %s: %w", out.num, err)
 		}
 	}
-	var bm *manifest.BlobMeta
 	if sep.out != nil {
 		if bm, err = sep.out.finish(d); err != nil {
 			out.w.Abort()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		d.m.flushBytes.Add(bm.Size)
 	}
@@ -182,10 +199,10 @@ func (d *DB) writeL0(mem *memtable.Memtable) (*manifest.TableMeta, *manifest.Blo
 		if bm != nil {
 			_ = d.provider.Remove(objstorage.FileTypeBlob, uint64(bm.FileNum))
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.m.flushBytes.Add(meta.Size)
-	return meta, bm, nil
+	return meta, bm, segs, nil
 }
 
 func (d *DB) flushLoop() {
@@ -231,22 +248,43 @@ func (d *DB) flushMemtable(me *memEntry) error {
 	// Closing the segment syncs what NoSync writes left buffered; the
 	// data is in the memtable either way, and the table below makes it
 	// durable.
-	if err := me.wal.Close(); err != nil {
-		d.opts.Logger.Warn("lsm: closing WAL segment failed", "file", wal.SegmentName(me.logNum), "err", err)
+	walErr := me.wal.Close()
+	if walErr != nil {
+		d.opts.Logger.Warn("lsm: closing WAL segment failed; copying its values instead of referencing them",
+			"file", wal.SegmentName(me.logNum), "err", walErr)
 	}
 	edit := &manifest.VersionEdit{}
 	var newTables []*table
 	var newBlobs []*blobFile
 	var meta *manifest.TableMeta
+	segmentIsBlob := false
 	if !me.mem.Empty() {
 		var bm *manifest.BlobMeta
+		var segs map[base.FileNum]int
 		var err error
-		if meta, bm, err = d.writeL0(me.mem); err != nil {
+		if meta, bm, segs, err = d.writeL0(me.mem, walErr == nil); err != nil {
 			return err
+		}
+		if segs[me.logNum] > 0 {
+			// The table references values in the segment: keep it, as a
+			// blob file, instead of recycling it.
+			sm, err := d.segmentToBlob(me.logNum, d.path(wal.SegmentName(me.logNum)), me.wal.Size())
+			if err != nil {
+				return err
+			}
+			sm.NumValues = uint64(segs[me.logNum])
+			segmentIsBlob = true
+			b, err := d.openBlob(sm)
+			if err != nil {
+				return err
+			}
+			newBlobs = append(newBlobs, b)
+			edit.AddedBlobs = append(edit.AddedBlobs, sm)
 		}
 		if bm != nil {
 			b, err := d.openBlob(bm)
 			if err != nil {
+				closeAll(nil, newBlobs)
 				return err
 			}
 			newBlobs = append(newBlobs, b)
@@ -270,7 +308,9 @@ func (d *DB) flushMemtable(me *memEntry) error {
 	var removeLog bool
 	err := d.logAndApply(edit, newTables, newBlobs, func() {
 		d.mu.imm = d.mu.imm[1:]
-		if len(d.mu.recycle) < maxRecycledLogs {
+		if segmentIsBlob {
+			// Kept as a blob file.
+		} else if len(d.mu.recycle) < maxRecycledLogs {
 			d.mu.recycle = append(d.mu.recycle, me.logNum)
 		} else {
 			removeLog = true

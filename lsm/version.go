@@ -85,8 +85,10 @@ func (d *DB) openBlob(m *manifest.BlobMeta) (*blobFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsm: open blob file %s: %w", name, err)
 	}
-	br, err := blob.Open(bgCtx, r, d.path(name))
-	if err != nil {
+	var br *blob.Reader
+	if m.Segment {
+		br = blob.OpenSegment(r, d.path(name))
+	} else if br, err = blob.Open(bgCtx, r, d.path(name)); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("lsm: open blob file %s: %w", name, err)
 	}

@@ -139,9 +139,10 @@ func (w *Writer) Abort() { w.w.Abort() }
 
 // Reader reads values of one blob file. It is safe for concurrent use.
 type Reader struct {
-	r     objstorage.Readable
-	name  string
-	count uint64
+	r       objstorage.Readable
+	name    string
+	count   uint64
+	segment bool // a former WAL segment: no footer
 }
 
 // Open checks the footer of the blob file read by r.
@@ -166,6 +167,14 @@ func Open(ctx context.Context, r objstorage.Readable, name string) (*Reader, err
 	return &Reader{r: r, name: name, count: binary.LittleEndian.Uint64(f[0:])}, nil
 }
 
+// OpenSegment returns a Reader of a former WAL segment: a file without a
+// footer whose values are laid out like a blob file's (value, then its
+// CRC32C) inside WAL records. References into it come from the flush of
+// the segment's memtable.
+func OpenSegment(r objstorage.Readable, name string) *Reader {
+	return &Reader{r: r, name: name, segment: true}
+}
+
 // Count returns the number of values in the file.
 func (r *Reader) Count() uint64 { return r.count }
 
@@ -173,7 +182,11 @@ func (r *Reader) Count() uint64 { return r.count }
 // slice.
 func (r *Reader) ReadValue(ctx context.Context, ref Ref) ([]byte, error) {
 	end := ref.Offset + ref.Length + crcLen
-	if end < ref.Offset || end > uint64(r.r.Size()-FooterLen) {
+	limit := uint64(r.r.Size())
+	if !r.segment {
+		limit -= FooterLen
+	}
+	if end < ref.Offset || end > limit {
 		return nil, base.CorruptionErrorf("blob %s: reference [%d, +%d) beyond the data", r.name, ref.Offset, ref.Length)
 	}
 	buf := make([]byte, ref.Length+crcLen)

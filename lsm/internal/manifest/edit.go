@@ -14,7 +14,8 @@
 //	                      maxVersion entries tombstones createdUnixMilli
 //	                      numBlobRefs (blobFileNum valueBytes)*
 //	                      (keys are uvarint length + bytes, the rest uvarint)
-//	tagNewBlob      body: fileNum size numValues valueBytes createdUnixMilli
+//	tagNewBlob      body: fileNum size numValues valueBytes createdUnixMilli flags
+//	                      (flags bit 0: the file is a former WAL segment)
 //	tagDeletedBlob  body: fileNum
 //
 // The log framing (length, CRC32C) is the WAL's record format.
@@ -81,7 +82,12 @@ type BlobMeta struct {
 	NumValues        uint64
 	ValueBytes       uint64
 	CreatedUnixMilli int64
+	// Segment reports a former WAL segment that serves its values in
+	// place: it has no blob footer, and ValueBytes is its whole size.
+	Segment bool
 }
+
+const blobFlagSegment = 1
 
 // NewTable is a table added to a level.
 type NewTable struct {
@@ -151,6 +157,11 @@ func (e *VersionEdit) Encode(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, b.NumValues)
 		dst = binary.AppendUvarint(dst, b.ValueBytes)
 		dst = binary.AppendUvarint(dst, uint64(b.CreatedUnixMilli))
+		var flags uint64
+		if b.Segment {
+			flags |= blobFlagSegment
+		}
+		dst = binary.AppendUvarint(dst, flags)
 	}
 	for _, n := range e.DeletedBlobs {
 		dst = binary.AppendUvarint(dst, tagDeletedBlob)
@@ -241,6 +252,11 @@ func Decode(b []byte) (*VersionEdit, error) {
 		case tagNewBlob:
 			b := &BlobMeta{FileNum: base.FileNum(d.uvarint()), Size: d.uvarint(), NumValues: d.uvarint(), ValueBytes: d.uvarint()}
 			b.CreatedUnixMilli = int64(d.uvarint())
+			flags := d.uvarint()
+			if flags&^blobFlagSegment != 0 && d.err == nil {
+				d.err = base.CorruptionErrorf("manifest edit: unknown blob flags %#x", flags)
+			}
+			b.Segment = flags&blobFlagSegment != 0
 			e.AddedBlobs = append(e.AddedBlobs, b)
 		case tagDeletedBlob:
 			e.DeletedBlobs = append(e.DeletedBlobs, base.FileNum(d.uvarint()))

@@ -19,7 +19,8 @@ func sampleEdit() *VersionEdit {
 				BlobRefs: []BlobRef{{FileNum: 8, ValueBytes: 1 << 20}}}},
 			{Level: 6, Meta: &TableMeta{FileNum: 10, Size: 1, Smallest: []byte(""), Largest: []byte("z")}},
 		},
-		AddedBlobs:   []*BlobMeta{{FileNum: 8, Size: 2 << 20, NumValues: 100, ValueBytes: 2 << 20, CreatedUnixMilli: 5}},
+		AddedBlobs: []*BlobMeta{{FileNum: 8, Size: 2 << 20, NumValues: 100, ValueBytes: 2 << 20, CreatedUnixMilli: 5},
+			{FileNum: 11, Size: 64 << 20, ValueBytes: 64 << 20, Segment: true}},
 		DeletedBlobs: []base.FileNum{4},
 	}
 }

@@ -25,6 +25,14 @@ type value struct {
 	version uint64
 	kind    base.Kind
 	value   []byte
+	loc     Loc
+}
+
+// Loc locates a value in a WAL segment: the offset of the value's bytes,
+// which are followed by their CRC32C. The zero Loc means "not located".
+type Loc struct {
+	FileNum base.FileNum
+	Offset  uint64
 }
 
 type node struct {
@@ -102,20 +110,25 @@ func (m *Memtable) findGE(key []byte, prev *[maxHeight]*node) *node {
 func (m *Memtable) Add(e base.Entry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.addLocked(e)
+	m.addLocked(e, Loc{})
 }
 
-// AddBatch applies several entries under one lock acquisition.
-func (m *Memtable) AddBatch(es []base.Entry) {
+// AddBatch applies several entries under one lock acquisition. locs, if not
+// nil, gives for each entry where its value lies in the WAL.
+func (m *Memtable) AddBatch(es []base.Entry, locs []Loc) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i := range es {
-		m.addLocked(es[i])
+		var loc Loc
+		if locs != nil {
+			loc = locs[i]
+		}
+		m.addLocked(es[i], loc)
 	}
 }
 
-func (m *Memtable) addLocked(e base.Entry) {
-	v := &value{version: e.Version, kind: e.Kind}
+func (m *Memtable) addLocked(e base.Entry, loc Loc) {
+	v := &value{version: e.Version, kind: e.Kind, loc: loc}
 	if e.Kind == base.KindSet {
 		v.value = append(make([]byte, 0, len(e.Value)), e.Value...)
 	}
@@ -166,7 +179,10 @@ func (m *Memtable) Get(key []byte) (base.Entry, bool) {
 
 // NewIter returns an iterator over the memtable. It sees entries added
 // after its creation at positions it has not passed yet.
-func (m *Memtable) NewIter() base.InternalIterator { return &iter{m: m} }
+func (m *Memtable) NewIter() *Iter { return &Iter{m: m} }
+
+// Iter iterates over a memtable.
+type Iter = iter
 
 type iter struct {
 	m   *Memtable
@@ -174,6 +190,13 @@ type iter struct {
 }
 
 var _ base.InternalIterator = (*iter)(nil)
+
+// EntryLoc returns the current entry and where its value lies in the WAL
+// (the zero Loc if unknown), from one consistent read.
+func (it *iter) EntryLoc() (base.Entry, Loc) {
+	v := it.cur.val.Load()
+	return base.Entry{Key: it.cur.key, Version: v.version, Kind: v.kind, Value: v.value}, v.loc
+}
 
 func (it *iter) First() bool { it.cur = it.m.head.next[0].Load(); return it.cur != nil }
 

@@ -14,6 +14,9 @@ const (
 	// headerSize is the size of a record header: crc32c, length and logNum,
 	// 4 bytes each. Part of the on-disk format; do not change.
 	headerSize = 12
+	// RecordHeaderSize is the size of a record's header: a payload that
+	// Replay reports at record offset off starts at off+RecordHeaderSize.
+	RecordHeaderSize = headerSize
 
 	// MaxPayloadSize is the largest payload a record may hold. Replay treats
 	// a header with a larger length as a bad record. Part of the on-disk

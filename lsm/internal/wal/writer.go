@@ -260,8 +260,16 @@ func finishCreate(opts Options, num base.FileNum, path string, f vfs.File) (*Wri
 // Close, and an error without failing the Writer if payload is longer than
 // MaxPayloadSize.
 func (w *Writer) Append(payload []byte, sync bool) error {
+	_, err := w.AppendAt(payload, sync)
+	return err
+}
+
+// AppendAt is Append that also returns the offset in the segment file at
+// which the payload starts (after its record header), so that callers can
+// later read parts of the payload in place.
+func (w *Writer) AppendAt(payload []byte, sync bool) (int64, error) {
 	if len(payload) > MaxPayloadSize {
-		return fmt.Errorf("wal: %s: payload of %d bytes exceeds the maximum of %d",
+		return 0, fmt.Errorf("wal: %s: payload of %d bytes exceeds the maximum of %d",
 			w.path, len(payload), MaxPayloadSize)
 	}
 	// NB: the checksum is computed before taking the lock so that
@@ -277,11 +285,11 @@ func (w *Writer) Append(payload []byte, sync bool) error {
 	}
 	if err := w.mu.err; err != nil {
 		w.mu.Unlock()
-		return err
+		return 0, err
 	}
 	if w.mu.closing {
 		w.mu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	w.mu.buf = append(w.mu.buf, h[:]...)
 	w.mu.buf = append(w.mu.buf, payload...)
@@ -292,12 +300,12 @@ func (w *Writer) Append(payload []byte, sync bool) error {
 	if sync {
 		w.mu.syncReqSeq = seq
 	}
-	w.size.Add(int64(n))
+	off := w.size.Add(int64(n)) - int64(len(payload))
 	w.stats.records.Add(1)
 	w.mu.flushCond.Signal()
 	if !sync {
 		w.mu.Unlock()
-		return nil
+		return off, nil
 	}
 	for w.mu.syncedSeq < seq && w.mu.err == nil {
 		w.mu.doneCond.Wait()
@@ -309,7 +317,7 @@ func (w *Writer) Append(payload []byte, sync bool) error {
 		err = w.mu.err
 	}
 	w.mu.Unlock()
-	return err
+	return off, err
 }
 
 // Size returns the logical size of the segment: the bytes of all records
