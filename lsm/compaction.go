@@ -66,6 +66,9 @@ func (d *DB) compactLoop() {
 			d.mu.Unlock()
 			if err != nil {
 				d.reportBackgroundError(err)
+				if d.failed() {
+					return
+				}
 				select {
 				case <-d.closing:
 					return

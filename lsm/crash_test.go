@@ -267,3 +267,72 @@ func TestKill9(t *testing.T) {
 	}
 	t.Logf("kill -9: %d cycles, %d acknowledged writes checked, %d distinct keys", cycles, total, len(acked))
 }
+
+// TestCrashBetweenSegmentRenameAndManifest crashes a flush after its WAL
+// segment was renamed to a blob file but before the manifest edit that
+// references it was durable: recovery must replay the renamed segment.
+func TestCrashBetweenSegmentRenameAndManifest(t *testing.T) {
+	mem := vfs.NewMemFS()
+	var failManifest sync.Mutex
+	fail := false
+	efs := &vfs.ErrorFS{FS: mem, Inject: func(op vfs.Op, name string) bool {
+		failManifest.Lock()
+		defer failManifest.Unlock()
+		return fail && op == vfs.OpSync && strings.Contains(name, "MANIFEST")
+	}}
+	var crashed *vfs.MemFS
+	opts := smallOptions(efs, Leveled, newManualClock())
+	opts.MemTableSize = 1 << 20
+	opts.EventListener.BackgroundError = func(error) {
+		if crashed == nil {
+			crashed = mem.CrashClone(nil)
+		}
+	}
+	db, err := Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 500) }
+	for i := 0; i < 100; i++ {
+		if err := db.Set([]byte(fmt.Sprintf("k%03d", i)), val(i), uint64(i+1), Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failManifest.Lock()
+	fail = true
+	failManifest.Unlock()
+	if err := db.Flush(); err == nil {
+		t.Fatal("flush succeeded with the manifest failing")
+	}
+	if err := db.Set([]byte("after"), []byte("x"), 1000, Sync); err == nil {
+		t.Fatal("a write was accepted after a manifest failure")
+	}
+	db.Close()
+	if crashed == nil {
+		t.Fatal("no crash image was taken")
+	}
+	names, _ := crashed.List("/db")
+	var blobs int
+	for _, n := range names {
+		if strings.HasSuffix(n, ".blob") {
+			blobs++
+		}
+	}
+	if blobs == 0 {
+		t.Fatalf("the crash image holds no renamed segment: %v", names)
+	}
+	db, err = Open("/db", smallOptions(crashed, Leveled, newManualClock()))
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer db.Close()
+	for i := 0; i < 100; i++ {
+		v, _, err := db.Get([]byte(fmt.Sprintf("k%03d", i)))
+		if err != nil || !bytes.Equal(v, val(i)) {
+			t.Fatalf("k%03d after recovery: %v", i, err)
+		}
+	}
+	if m := db.Metrics(); m.BlobFiles != 1 {
+		t.Fatalf("%d blob files after recovery, want the replayed segment", m.BlobFiles)
+	}
+}

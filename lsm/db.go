@@ -668,7 +668,11 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, newBlob
 	}
 	payload := edit.Encode(nil)
 	if err := d.manifest.w.Append(payload, true); err != nil {
-		return fmt.Errorf("lsm: write manifest: %w", err)
+		// The manifest's state on disk is unknown and its writer is
+		// failed for good: stop, as after a failed WAL sync.
+		err = fmt.Errorf("lsm: write manifest: %w", err)
+		d.setBackgroundError(err)
+		return err
 	}
 	d.manifest.size += int64(len(payload))
 
@@ -800,6 +804,7 @@ func (d *DB) setBackgroundError(err error) {
 	if d.mu.bgErr == nil {
 		d.mu.bgErr = err
 	}
+	d.signalBackgroundDoneLocked() // wake Flush and stalled writers
 	d.mu.Unlock()
 	d.opts.Logger.Error("lsm: background error; writes are refused from now on", "err", err)
 	if f := d.opts.EventListener.BackgroundError; f != nil {

@@ -223,6 +223,9 @@ func (d *DB) flushLoop() {
 			d.mu.Unlock()
 			if err := d.flushMemtable(me); err != nil {
 				d.reportBackgroundError(err)
+				if d.failed() {
+					return
+				}
 				select {
 				case <-d.closing:
 					return
@@ -231,6 +234,13 @@ func (d *DB) flushLoop() {
 			}
 		}
 	}
+}
+
+// failed reports whether the DB stopped after an unrecoverable error.
+func (d *DB) failed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mu.bgErr != nil
 }
 
 func (d *DB) reportBackgroundError(err error) {
