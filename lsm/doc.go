@@ -34,7 +34,14 @@
 // visible again; this is the same contract as Cassandra's gc_grace_seconds,
 // and the node layer drops hints and repairs older than the grace period.
 //
-// Files in the directory: NNNNNN.log (WAL segments), NNNNNN.sst (tables,
-// through objstorage.Provider), MANIFEST-NNNNNN (version edits in the WAL
-// record format), CURRENT (names the manifest; replaced atomically), LOCK.
+// Large values (Options.ValueSeparationThreshold) are written once, to the
+// WAL: a flush references them in place and keeps the segment as a blob
+// file, so compactions move small references instead of values. See
+// docs/engine.md.
+//
+// Files in the directory: NNNNNN.log (WAL segments), NNNNNN.sst (tables)
+// and NNNNNN.blob (blob files: flushed WAL segments and values rewritten out
+// of mostly-garbage blob files), both through objstorage.Provider;
+// MANIFEST-NNNNNN (version edits in the WAL record format), CURRENT (names
+// the manifest; replaced atomically), LOCK.
 package lsm
