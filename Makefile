@@ -5,10 +5,15 @@ FUZZTIME  ?= 5s
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine soak crash-soak clean-bench
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine soak minio-install
 
-## test: everything CI checks: formatting, vet, all tests under the race detector, fuzz smoke.
-test: fmt-check vet testrace fuzz-smoke
+## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
+## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.
+test: fmt-check vet minio-install testrace fuzz-smoke
+
+## minio-install: build the pinned MinIO server for the s3 tests (cached in ~/.cache/tierkv; once, 2-4 min).
+minio-install:
+	integration/minio.sh install
 
 vet:
 	$(GO) vet $(PKGS)
@@ -25,7 +30,7 @@ unit:
 	$(GO) test -count=1 $(PKGS)
 
 testrace:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	TIERKV_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## lint: vet plus staticcheck, pinned through go.mod's tool directive.
 lint: vet

@@ -1,0 +1,262 @@
+// Package miniotest starts a real MinIO server for tests.
+//
+// Start uses, in order: the server named by TIERKV_MINIO_ENDPOINT (with
+// TIERKV_MINIO_ACCESS_KEY and TIERKV_MINIO_SECRET_KEY), as printed by
+// `integration/minio.sh start`; or a server it starts itself from the binary
+// at TIERKV_MINIO_BIN, else $TIERKV_CACHE/bin/minio, else
+// ~/.cache/tierkv/bin/minio, as built by `integration/minio.sh install`.
+//
+// Without a binary the test is skipped with a loud message, unless CI is
+// set or TIERKV_REQUIRE_MINIO=1, in which case it fails: `make test` installs
+// MinIO first, so it never skips.
+package miniotest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+const (
+	accessKey = "tierkvadmin"
+	secretKey = "tierkvadmin-secret"
+	// KMSKeyID is the name of the static KMS key the server is started
+	// with (MINIO_KMS_SECRET_KEY), so that it accepts SSE-S3 and SSE-KMS.
+	// A test key: not a secret.
+	KMSKeyID  = "tierkv-test-key"
+	kmsSecret = KMSKeyID + ":qlp720rurzielvq1duLqxB/HRctHPXi4AHtqFGfFzOA="
+	// startTimeout bounds the wait for a new server to become healthy.
+	startTimeout = 60 * time.Second
+)
+
+// Server is a running MinIO server.
+type Server struct {
+	// Endpoint is the server's URL, e.g. "http://127.0.0.1:41234".
+	Endpoint string
+	// AccessKey and SecretKey are the root credentials.
+	AccessKey, SecretKey string
+	// Client is a minio-go client for the server: an independent second
+	// client to check what a backend wrote, and to administer buckets.
+	Client *minio.Client
+
+	transport *http.Transport
+}
+
+// BinaryPath returns where the MinIO binary is looked for.
+func BinaryPath() string {
+	if p := os.Getenv("TIERKV_MINIO_BIN"); p != "" {
+		return p
+	}
+	cache := os.Getenv("TIERKV_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "tierkv")
+	}
+	return filepath.Join(cache, "bin", "minio")
+}
+
+// Start returns a running MinIO server that stays up until the end of the
+// test (t.Cleanup stops it by its pid and waits for it to exit).
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if ep := os.Getenv("TIERKV_MINIO_ENDPOINT"); ep != "" {
+		ak, sk := os.Getenv("TIERKV_MINIO_ACCESS_KEY"), os.Getenv("TIERKV_MINIO_SECRET_KEY")
+		if ak == "" {
+			ak, sk = accessKey, secretKey
+		}
+		s := newServer(t, ep, ak, sk)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.waitHealthy(ctx, nil); err != nil {
+			t.Fatalf("miniotest: TIERKV_MINIO_ENDPOINT=%s: %v", ep, err)
+		}
+		return s
+	}
+	bin := BinaryPath()
+	if _, err := os.Stat(bin); err != nil {
+		msg := fmt.Sprintf("\n\n*** MinIO not installed (%s): run `integration/minio.sh install` (make test does this). ***\n*** The S3 backend was NOT tested against MinIO. ***\n", bin)
+		if os.Getenv("CI") != "" || os.Getenv("TIERKV_REQUIRE_MINIO") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	var lastErr error
+	for range 3 { // a port picked free can be taken before MinIO binds it
+		s, err := startProcess(t, bin)
+		if err == nil {
+			return s
+		}
+		lastErr = err
+	}
+	t.Fatalf("miniotest: %v", lastErr)
+	return nil
+}
+
+func newServer(t testing.TB, endpoint, ak, sk string) *Server {
+	t.Helper()
+	tr, err := minio.DefaultTransport(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(strings.TrimPrefix(endpoint, "http://"), "https://")
+	c, err := minio.New(host, &minio.Options{
+		Creds:     credentials.NewStaticV4(ak, sk, ""),
+		Secure:    strings.HasPrefix(endpoint, "https://"),
+		Transport: tr,
+	})
+	if err != nil {
+		t.Fatalf("miniotest: minio-go client: %v", err)
+	}
+	s := &Server{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Client: c, transport: tr}
+	t.Cleanup(tr.CloseIdleConnections)
+	return s
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startProcess(t testing.TB, bin string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	console, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "tierkv-minio-")
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	logPath := filepath.Join(dir, "minio.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(bin, "server", "--quiet", "--address", addr,
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", console), filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+accessKey, "MINIO_ROOT_PASSWORD="+secretKey,
+		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_KMS_SECRET_KEY="+kmsSecret)
+	// A file, not a pipe: no goroutine copies the output.
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	s := newServer(t, "http://"+addr, accessKey, secretKey)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := s.waitHealthy(ctx, exited); err != nil {
+		stop()
+		logData, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("MinIO at %s: %w; log:\n%s", addr, err, tail(string(logData), 2000))
+	}
+	t.Cleanup(stop)
+	return s, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// waitHealthy polls /minio/health/live until it answers 200, the process
+// exits (exited receives) or ctx ends.
+func (s *Server) waitHealthy(ctx context.Context, exited <-chan error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	client := &http.Client{Transport: s.transport, Timeout: 2 * time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/minio/health/live", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("server exited before becoming healthy: %v", err)
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// NewBucket creates a bucket with a unique name and returns the name. The
+// bucket is emptied and removed when the test ends.
+func (s *Server) NewBucket(t testing.TB) string {
+	t.Helper()
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	name := "tierkv-test-" + hex.EncodeToString(rnd[:])
+	ctx := context.Background()
+	if err := s.Client.MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("miniotest: make bucket %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := s.RemoveBucket(ctx, name); err != nil {
+			t.Errorf("miniotest: %v", err)
+		}
+	})
+	return name
+}
+
+// RemoveBucket removes every object of the bucket and then the bucket.
+func (s *Server) RemoveBucket(ctx context.Context, bucket string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	objs := s.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true})
+	for err := range s.Client.RemoveObjects(ctx, bucket, objs, minio.RemoveObjectsOptions{}) {
+		if err.Err != nil {
+			return fmt.Errorf("remove %s/%s: %w", bucket, err.ObjectName, err.Err)
+		}
+	}
+	if err := s.Client.RemoveBucket(ctx, bucket); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("remove bucket %s: %w", bucket, err)
+	}
+	return nil
+}
