@@ -5,7 +5,7 @@ FUZZTIME  ?= 5s
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine soak minio-install
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring soak minio-install
 
 ## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
 ## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.
@@ -52,6 +52,10 @@ bench:
 ## bench-engine: tierkv's lsm against Pebble, Badger and goleveldb (nested module lsm/bench).
 bench-engine:
 	cd lsm/bench && $(GO) run -mod=mod ./cmd/enginebench $(BENCH_ARGS)
+
+## bench-ring: ring lookup and token allocation, gossip convergence vs cluster size (10, 50, 100 members).
+bench-ring:
+	$(GO) test -run='^$$' -bench=. -benchmem ./ring/...
 
 ## soak: the kill -9 crash test with many more cycles than make test runs.
 soak:
