@@ -28,14 +28,16 @@ import (
 	"github.com/tierkv/tierkv/lsm/objstorage"
 )
 
+// magic is part of the on-disk format; do not change.
+const magic uint64 = 0x74696572626c6f62 // "tierblob"
+
 const (
 	// FooterLen is the size of the footer. Part of the on-disk format.
 	FooterLen = 24
 	// formatVersion is part of the on-disk format; do not change.
 	formatVersion = 1
-	// magic is part of the on-disk format; do not change.
-	magic  uint64 = 0x74696572626c6f62 // "tierblob"
-	crcLen        = 4
+	// crcLen is the size of the CRC32C that follows every value.
+	crcLen = 4
 	// maxValueLen bounds a decoded reference's length.
 	maxValueLen = 1 << 30
 )
