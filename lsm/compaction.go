@@ -334,7 +334,7 @@ func (d *DB) runCompaction(c *compaction) error {
 	if err != nil {
 		return err
 	}
-	defer rs.v.unref(d)
+	defer rs.unref(d)
 	purgeable := func(e *base.Entry) bool {
 		if d.opts.Clock.Now().Sub(d.opts.VersionTime(e.Version)) < d.opts.TombstoneGracePeriod {
 			return false

@@ -72,6 +72,8 @@ type DB struct {
 		imm []*memEntry
 		// current is the installed version; it holds one reference.
 		current *version
+		// readState is what new reads use; see updateReadStateLocked.
+		readState *readState
 		// nextFileNum is the next unused file number.
 		nextFileNum base.FileNum
 		// recycle holds obsolete WAL segments kept for reuse.
@@ -191,6 +193,9 @@ func Open(dirname string, opts *Options) (_ *DB, err error) {
 
 func (d *DB) closeAfterFailedOpen() {
 	d.cancel()
+	if d.mu.readState != nil {
+		d.mu.readState.unref(d)
+	}
 	if d.mu.mem != nil && d.mu.mem.wal != nil {
 		d.mu.mem.wal.Close()
 	}
@@ -402,6 +407,7 @@ func (d *DB) recover() error {
 	old := d.mu.current
 	d.mu.current = newVersion(nv, tables, blobs)
 	old.unref(d)
+	d.updateReadStateLocked()
 	if err := d.rotateManifest(nv, newLog); err != nil {
 		return err
 	}
@@ -709,6 +715,7 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, newBlob
 	if install != nil {
 		install()
 	}
+	d.updateReadStateLocked()
 	d.mu.Unlock()
 	old.unref(d)
 
@@ -886,6 +893,7 @@ func (d *DB) rotateMemtableLocked() error {
 	}
 	d.mu.imm = append(d.mu.imm, d.mu.mem)
 	d.mu.mem = &memEntry{mem: memtable.New(), wal: w, logNum: num}
+	d.updateReadStateLocked()
 	select {
 	case d.flushCh <- struct{}{}:
 	default:
@@ -959,7 +967,12 @@ func (d *DB) Close() error {
 	mems := append(slices.Clone(d.mu.imm), d.mu.mem)
 	cur := d.mu.current
 	d.mu.current = nil
+	rs := d.mu.readState
+	d.mu.readState = nil
 	d.mu.Unlock()
+	if rs != nil {
+		rs.unref(d)
+	}
 	for _, me := range mems {
 		me.writers.Wait()
 		if err := me.wal.Close(); err != nil {

@@ -137,7 +137,7 @@ func (it *Iterator) Close() error {
 	if err := it.merge.Close(); err != nil && it.err == nil {
 		it.err = err
 	}
-	it.rs.v.unref(it.d)
+	it.rs.unref(it.d)
 	it.rs = nil
 	return it.err
 }

@@ -184,10 +184,39 @@ func (d *DB) openTable(m *manifest.TableMeta) (*table, error) {
 	return &table{meta: m, reader: rd}, nil
 }
 
-// readState is what a read sees: the memtables and a referenced version.
+// readState is what a read sees: the memtables and a version. It is
+// immutable and reference counted; the DB holds one reference to the
+// current one and replaces it whenever the memtables or the version change,
+// so a read takes a reference instead of building its own.
 type readState struct {
 	mems []*memEntry // newest first
 	v    *version
+	refs atomic.Int32
+}
+
+// updateReadStateLocked installs a readState for the current memtables and
+// version. REQUIRES: d.mu held.
+func (d *DB) updateReadStateLocked() {
+	rs := &readState{mems: make([]*memEntry, 0, 1+len(d.mu.imm)), v: d.mu.current}
+	rs.refs.Store(1)
+	if d.mu.mem != nil {
+		rs.mems = append(rs.mems, d.mu.mem)
+	}
+	for i := len(d.mu.imm) - 1; i >= 0; i-- {
+		rs.mems = append(rs.mems, d.mu.imm[i])
+	}
+	rs.v.ref()
+	old := d.mu.readState
+	d.mu.readState = rs
+	if old != nil {
+		old.unref(d)
+	}
+}
+
+func (rs *readState) unref(d *DB) {
+	if rs.refs.Add(-1) == 0 {
+		rs.v.unref(d)
+	}
 }
 
 func (d *DB) loadReadState() (*readState, error) {
@@ -196,12 +225,8 @@ func (d *DB) loadReadState() (*readState, error) {
 	if d.mu.closed {
 		return nil, ErrClosed
 	}
-	rs := &readState{mems: make([]*memEntry, 0, 1+len(d.mu.imm)), v: d.mu.current}
-	rs.mems = append(rs.mems, d.mu.mem)
-	for i := len(d.mu.imm) - 1; i >= 0; i-- {
-		rs.mems = append(rs.mems, d.mu.imm[i])
-	}
-	rs.v.ref()
+	rs := d.mu.readState
+	rs.refs.Add(1)
 	return rs, nil
 }
 
@@ -218,7 +243,7 @@ type Entry struct {
 // if the key is absent or its newest version is a tombstone. The returned
 // slice belongs to the caller.
 func (d *DB) Get(key []byte) (value []byte, version uint64, err error) {
-	e, err := d.GetEntry(key)
+	e, err := d.getEntry(key)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -232,11 +257,20 @@ func (d *DB) Get(key []byte) (value []byte, version uint64, err error) {
 // (replication and repair need those). It returns ErrNotFound if the engine
 // holds no version of the key.
 func (d *DB) GetEntry(key []byte) (Entry, error) {
+	e, err := d.getEntry(key)
+	if err == nil {
+		e.Key = bytes.Clone(key)
+	}
+	return e, err
+}
+
+// getEntry is GetEntry without Key filled in.
+func (d *DB) getEntry(key []byte) (Entry, error) {
 	rs, err := d.loadReadState()
 	if err != nil {
 		return Entry{}, err
 	}
-	defer rs.v.unref(d)
+	defer rs.unref(d)
 	best, found, err := rs.get(key)
 	if err != nil || !found {
 		if err == nil {
@@ -244,7 +278,7 @@ func (d *DB) GetEntry(key []byte) (Entry, error) {
 		}
 		return Entry{}, err
 	}
-	e := Entry{Key: bytes.Clone(key), Version: best.Version, Deleted: best.Kind == base.KindDelete}
+	e := Entry{Version: best.Version, Deleted: best.Kind == base.KindDelete}
 	switch best.Kind {
 	case base.KindValueRef:
 		if best, err = rs.v.resolve(best); err != nil {
