@@ -64,16 +64,8 @@ func (d *DB) compactLoop() {
 			d.mu.compacting = false
 			d.signalBackgroundDoneLocked()
 			d.mu.Unlock()
-			if err != nil {
-				d.reportBackgroundError(err)
-				if d.failed() {
-					return
-				}
-				select {
-				case <-d.closing:
-					return
-				case <-time.After(backgroundRetryDelay):
-				}
+			if err != nil && !d.backOff(err) {
+				return
 			}
 		}
 	}

@@ -437,17 +437,10 @@ func (d *DB) decodeForMemtableChecked(repr []byte, num base.FileNum, payloadOff 
 
 func parseBlobName(name string) (base.FileNum, bool) {
 	s, ok := strings.CutSuffix(name, ".blob")
-	if !ok || s == "" {
+	if !ok {
 		return 0, false
 	}
-	var n uint64
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	return base.FileNum(n), true
+	return parseFileNum(s)
 }
 
 // hasBlobFooter reports whether the named file ends in a valid blob footer
@@ -550,7 +543,15 @@ const maxRecycledLogs = 2
 
 func parseManifestName(name string) (base.FileNum, bool) {
 	s, ok := strings.CutPrefix(name, manifestPref)
-	if !ok || len(s) == 0 {
+	if !ok {
+		return 0, false
+	}
+	return parseFileNum(s)
+}
+
+// parseFileNum parses the decimal file number of a file name.
+func parseFileNum(s string) (base.FileNum, bool) {
+	if s == "" {
 		return 0, false
 	}
 	var n uint64

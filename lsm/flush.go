@@ -221,26 +221,30 @@ func (d *DB) flushLoop() {
 			}
 			me := d.mu.imm[0]
 			d.mu.Unlock()
-			if err := d.flushMemtable(me); err != nil {
-				d.reportBackgroundError(err)
-				if d.failed() {
-					return
-				}
-				select {
-				case <-d.closing:
-					return
-				case <-time.After(backgroundRetryDelay):
-				}
+			if err := d.flushMemtable(me); err != nil && !d.backOff(err) {
+				return
 			}
 		}
 	}
 }
 
-// failed reports whether the DB stopped after an unrecoverable error.
-func (d *DB) failed() bool {
+// backOff reports a failed flush or compaction and waits before the retry.
+// It returns false when the loop should stop instead: the DB is closing or
+// stopped after an unrecoverable error.
+func (d *DB) backOff(err error) bool {
+	d.reportBackgroundError(err)
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.mu.bgErr != nil
+	failed := d.mu.bgErr != nil
+	d.mu.Unlock()
+	if failed {
+		return false
+	}
+	select {
+	case <-d.closing:
+		return false
+	case <-time.After(backgroundRetryDelay):
+		return true
+	}
 }
 
 func (d *DB) reportBackgroundError(err error) {
