@@ -324,8 +324,14 @@ func (g *Gossip) updateSelf(timeout time.Duration, f func(m *Meta) error) error 
 	g.mu.self, g.mu.selfEnc = m, enc
 	g.rebuildRingLocked()
 	g.mu.Unlock()
-	// NB: UpdateNode calls NodeMeta, which takes g.mu.
-	return g.ml.Load().UpdateNode(timeout)
+	// NB: UpdateNode calls NodeMeta, which takes g.mu. Its only error is
+	// that the broadcast was not sent within timeout; the change is applied
+	// locally and keeps spreading by gossip, so a busy host is no reason to
+	// fail the caller.
+	if err := g.ml.Load().UpdateNode(timeout); err != nil {
+		g.cfg.Logger.Warn("gossip: metadata update not broadcast yet; it will spread by gossip", "err", err)
+	}
+	return nil
 }
 
 // SetState changes this member's state and gossips it. Use Leave, not
