@@ -5,7 +5,7 @@ FUZZTIME  ?= 5s
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring soak minio-install
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster soak minio-install
 
 ## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
 ## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.
@@ -56,6 +56,13 @@ bench-engine:
 ## bench-ring: ring lookup and token allocation, gossip convergence vs cluster size (10, 50, 100 members).
 bench-ring:
 	$(GO) test -run='^$$' -bench=. -benchmem ./ring/...
+
+## bench-cluster: a three-node tierkv cluster against a three-member etcd (Debian's etcd-server,
+## installed here if missing) in one run. Pass the tierkv endpoints with
+## BENCH_ARGS='-tierkv-endpoints host:port,...'.
+bench-cluster:
+	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
+	cd integration/clusterbench && $(GO) run . $(BENCH_ARGS)
 
 ## soak: the kill -9 crash test with many more cycles than make test runs.
 soak:

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// result is one measured workload.
+type result struct {
+	system, op, consistency string
+	clients                 int
+	ops, errors             int64
+	elapsed                 time.Duration
+	hist                    *hdrhistogram.Histogram // microseconds
+	firstErr                error
+}
+
+func (r *result) workload() string { return fmt.Sprintf("%s-c%d", r.op, r.clients) }
+func (r *result) opsPerSec() float64 {
+	return float64(r.ops) / r.elapsed.Seconds()
+}
+func (r *result) pct(p float64) time.Duration {
+	return time.Duration(r.hist.ValueAtQuantile(p)) * time.Microsecond
+}
+
+func key(i int) string { return fmt.Sprintf("clusterbench/%08d", i) }
+
+func run(ctx context.Context, cfg config) error {
+	counts, err := cfg.clientCounts()
+	if err != nil {
+		return err
+	}
+	maxClients := 0
+	for _, n := range counts {
+		maxClients = max(maxClients, n)
+	}
+	value := make([]byte, cfg.valueSize)
+	for i := range value {
+		value[i] = byte(rand.Uint32())
+	}
+	fmt.Printf("# clusterbench: %d-byte values, %d keys, clients %v, %v per workload\n", cfg.valueSize, cfg.keys, counts, cfg.duration)
+	fmt.Printf("# tierkv is compared at QUORUM with etcd's defaults (linearizable reads; writes committed by a raft majority, each fsync'd)\n")
+	var results []*result
+	for _, name := range strings.Split(cfg.systems, ",") {
+		var sys system
+		switch strings.TrimSpace(name) {
+		case "etcd":
+			fmt.Fprintln(os.Stderr, "starting a three-member etcd cluster")
+			sys, err = startEtcd(ctx, cfg.etcdBin, maxClients)
+		case "tierkv":
+			if cfg.tierkvEndpoints == "" {
+				fmt.Println("# tierkv: skipped, no -tierkv-endpoints (start a cluster with `tierkv dev`)")
+				continue
+			}
+			sys, err = newTierkvHTTP(cfg.tierkvEndpoints)
+		default:
+			return fmt.Errorf("unknown system %q", name)
+		}
+		if err != nil {
+			return err
+		}
+		rs, err := measure(ctx, cfg, sys, counts, value)
+		sys.Close()
+		if err != nil {
+			return err
+		}
+		results = append(results, rs...)
+	}
+	report(results)
+	return nil
+}
+
+// measure preloads the key space, then runs put and get workloads at each
+// consistency level and client count.
+func measure(ctx context.Context, cfg config, sys system, counts []int, value []byte) ([]*result, error) {
+	pre := &result{hist: hdrhistogram.New(1, 60_000_000, 3)}
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < 16; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(cfg.keys) || ctx.Err() != nil {
+					return
+				}
+				if err := sys.Put(ctx, c, key(int(i)), value, sys.Consistencies()[len(sys.Consistencies())-1]); err != nil && pre.firstErr == nil {
+					pre.firstErr = err
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	if pre.firstErr != nil {
+		return nil, fmt.Errorf("%s: preload: %w", sys.Name(), pre.firstErr)
+	}
+	fmt.Fprintf(os.Stderr, "%s: preloaded %d keys in %v\n", sys.Name(), cfg.keys, time.Since(start).Round(time.Millisecond))
+	var out []*result
+	for _, cons := range sys.Consistencies() {
+		for _, op := range []string{"put", "get"} {
+			for _, n := range counts {
+				r := workload(ctx, cfg, sys, op, cons, n, value)
+				out = append(out, r)
+				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d\n",
+					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors)
+				if r.firstErr != nil {
+					fmt.Printf("# %s %s: first error: %v\n", r.system, r.workload(), r.firstErr)
+				}
+				if ctx.Err() != nil {
+					return out, ctx.Err()
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func orDefault(c string) string {
+	if c == "" {
+		return "default"
+	}
+	return c
+}
+
+func workload(ctx context.Context, cfg config, sys system, op, cons string, clients int, value []byte) *result {
+	r := &result{system: sys.Name(), op: op, consistency: cons, clients: clients}
+	hists := make([]*hdrhistogram.Histogram, clients)
+	var ops, errs atomic.Int64
+	var errOnce sync.Once
+	wctx, cancel := context.WithTimeout(ctx, cfg.duration)
+	defer cancel()
+	stopProgress := progress(cfg, sys.Name(), fmt.Sprintf("%s %s c=%d", op, orDefault(cons), clients), &ops)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		hists[c] = hdrhistogram.New(1, 60_000_000, 3)
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(c), 7))
+			for wctx.Err() == nil {
+				k := key(rng.IntN(cfg.keys))
+				t0 := time.Now()
+				var err error
+				if op == "put" {
+					err = sys.Put(wctx, c, k, value, cons)
+				} else {
+					_, err = sys.Get(wctx, c, k, cons)
+				}
+				if wctx.Err() != nil {
+					return // cut off by the end of the workload: not counted
+				}
+				if err != nil {
+					errs.Add(1)
+					errOnce.Do(func() { r.firstErr = err })
+					continue
+				}
+				_ = hists[c].RecordValue(time.Since(t0).Microseconds())
+				ops.Add(1)
+			}
+		}(c)
+	}
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	stopProgress()
+	r.hist = hdrhistogram.New(1, 60_000_000, 3)
+	for _, h := range hists {
+		r.hist.Merge(h)
+	}
+	r.ops, r.errors = ops.Load(), errs.Load()
+	return r
+}
+
+func progress(cfg config, name, what string, ops *atomic.Int64) func() {
+	if cfg.progress <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(cfg.progress)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(os.Stderr, "[progress] %s %s: %d ops in %v\n", name, what, ops.Load(), time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// report prints the table and, for every workload measured on both
+// systems, tierkv at QUORUM against etcd.
+func report(results []*result) {
+	fmt.Println()
+	fmt.Println("| system | consistency | workload | ops/s | p50 | p99 | p99.9 | errors |")
+	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|")
+	for _, r := range results {
+		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d |\n", r.system, orDefault(r.consistency), r.workload(),
+			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors)
+	}
+	find := func(system, cons, w string) *result {
+		for _, r := range results {
+			if r.system == system && r.consistency == cons && r.workload() == w {
+				return r
+			}
+		}
+		return nil
+	}
+	for _, r := range results {
+		if r.system != "etcd" {
+			continue
+		}
+		t := find("tierkv", "QUORUM", r.workload())
+		if t == nil {
+			continue
+		}
+		ratio := 0.0
+		if t.errors == 0 {
+			ratio = t.opsPerSec() / r.opsPerSec()
+		}
+		fmt.Printf("ratio %s tierkv/etcd = %.2f\n", r.workload(), ratio)
+		fmt.Printf("p99 %s tierkv=%.2f etcd=%.2f\n", r.workload(), ms(t.pct(99)), ms(r.pct(99)))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
