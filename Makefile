@@ -5,7 +5,21 @@ FUZZTIME  ?= 5s
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster soak minio-install
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster soak minio-install proto run
+
+## run: a local three-node cluster on 127.0.0.1 with the embedded filesystem object store;
+## prints the endpoints and an example curl (Ctrl-C stops it).
+run:
+	$(GO) run ./cmd/tierkv dev
+
+## proto: regenerate api/ (protoc from Debian's protobuf-compiler; plugins pinned by go.mod's tool directive).
+proto:
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install -y protobuf-compiler"; exit 1; }
+	$(GO) build -o .bin/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc --plugin=protoc-gen-go=.bin/protoc-gen-go --plugin=protoc-gen-go-grpc=.bin/protoc-gen-go-grpc \
+	  -I api --go_out=api --go_opt=paths=source_relative \
+	  --go-grpc_out=api --go-grpc_opt=paths=source_relative \
+	  $$(find api -name '*.proto')
 
 ## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
 ## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tierkv/tierkv/node"
+)
+
+func parse(t *testing.T, args []string, env map[string]string) (*node.Config, error) {
+	t.Helper()
+	cfg := node.DefaultConfig().EnsureDefaults()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "", "")
+	bindConfig(fs, cfg)
+	err := loadConfig(fs, cfg, path, args, func(k string) string { return env[k] })
+	return cfg, err
+}
+
+// TestConfigPrecedence: defaults < YAML < environment < flags.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tierkv.yaml")
+	yaml := `
+id: from-yaml
+data_dir: /yaml/dir
+http_addr: 127.0.0.1:1111
+seeds: [a:1, b:2]
+replication_factor: 5
+read_consistency: QUORUM
+hint_window: 90m
+object_store:
+  type: s3
+  bucket: b
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parse(t, []string{"--config", file, "--http-addr", "127.0.0.1:3333"},
+		map[string]string{"TIERKV_HTTP_ADDR": "127.0.0.1:2222", "TIERKV_DATA_DIR": "/env/dir", "TIERKV_WRITE_CONSISTENCY": "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ID != "from-yaml" || cfg.DataDir != "/env/dir" || cfg.HTTPAddr != "127.0.0.1:3333" ||
+		strings.Join(cfg.Seeds, ",") != "a:1,b:2" || cfg.ReplicationFactor != 5 ||
+		cfg.ReadConsistency != node.Quorum || cfg.WriteConsistency != node.All ||
+		cfg.HintWindow != 90*time.Minute || cfg.ObjectStore.Type != "s3" || cfg.ObjectStore.Bucket != "b" ||
+		cfg.GRPCAddr != "0.0.0.0:9090" {
+		t.Fatalf("config %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigStrict: unknown YAML keys, bad values and bad env values are
+// errors.
+func TestConfigStrict(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"unknown key":        "data_dir: /x\nreplication: 3\n",
+		"unknown nested key": "object_store:\n  kind: s3\n",
+		"bad consistency":    "read_consistency: MOST\n",
+		"bad duration":       "hint_window: soon\n",
+	} {
+		file := filepath.Join(dir, "c.yaml")
+		os.WriteFile(file, []byte(body), 0o644)
+		if _, err := parse(t, []string{"--config=" + file}, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := parse(t, nil, map[string]string{"TIERKV_REPLICATION_FACTOR": "three"}); err == nil {
+		t.Error("bad env value accepted")
+	}
+	if _, err := parse(t, []string{"--no-such-flag"}, nil); err == nil {
+		t.Error("unknown flag accepted")
+	}
+	cfg, err := parse(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "data_dir is required") {
+		t.Fatalf("Validate without data_dir: %v", err)
+	}
+}
+
+// TestServeHelp: --help explains every setting with its YAML key and
+// environment variable.
+func TestServeHelp(t *testing.T) {
+	var out strings.Builder
+	if code := run([]string{"serve", "--help"}, io.Discard, &out, func(string) string { return "" }); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, s := range []string{"--data-dir (yaml data_dir, env TIERKV_DATA_DIR", "--object-store-bucket (yaml object_store.bucket, env TIERKV_OBJECT_STORE_BUCKET",
+		"--hint-window (yaml hint_window, env TIERKV_HINT_WINDOW, default 3h0m0s)", "--config (env TIERKV_CONFIG"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("--help lacks %q:\n%s", s, out.String())
+		}
+	}
+	if code := run([]string{"serve"}, io.Discard, io.Discard, func(string) string { return "" }); code == 0 {
+		t.Error("serve without data_dir succeeded")
+	}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/tierkv/tierkv/node"
+)
+
+// dev runs three nodes in this process on 127.0.0.1 with the filesystem
+// object store under one data directory, prints the endpoints and an
+// example curl, and stops them cleanly on Ctrl-C.
+func dev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("tierkv dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "data directory (default: a new temporary directory, removed on exit)")
+	basePort := fs.Int("base-port", 8081, "node i (1..3) serves HTTP on base-port+i-1, gRPC on base-port+1000+i-1 and gossip on base-port+2000+i-1; 0 picks free ports")
+	nodes := fs.Int("nodes", 3, "number of nodes")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: tierkv dev [flags]\n\nStarts a local cluster on 127.0.0.1 (replication factor 3, filesystem object store).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "tierkv dev: %v\n", err)
+		return 2
+	}
+	if *nodes < 1 || *nodes > 9 {
+		fmt.Fprintln(stderr, "tierkv dev: --nodes must be 1..9")
+		return 2
+	}
+	keep := *dir != ""
+	if !keep {
+		d, err := os.MkdirTemp("", "tierkv-dev-")
+		if err != nil {
+			fmt.Fprintf(stderr, "tierkv dev: %v\n", err)
+			return 1
+		}
+		*dir = d
+		defer os.RemoveAll(d)
+	}
+	addr := func(off, i int) string {
+		if *basePort == 0 {
+			return "127.0.0.1:0"
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(*basePort+off+i))
+	}
+	var running []*node.Node
+	defer func() {
+		for i := len(running) - 1; i >= 0; i-- {
+			if err := running[i].Close(); err != nil {
+				fmt.Fprintf(stderr, "tierkv dev: stop %s: %v\n", running[i].ID(), err)
+			}
+		}
+	}()
+	var seeds []string
+	for i := range *nodes {
+		cfg := node.LocalConfig()
+		cfg.ID = "n" + strconv.Itoa(i+1)
+		cfg.DataDir = filepath.Join(*dir, cfg.ID)
+		cfg.ObjectStore.Dir = filepath.Join(*dir, "bucket")
+		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GossipAddr = addr(0, i), addr(1000, i), addr(2000, i)
+		cfg.Seeds = seeds
+		cfg.Logger = log
+		if *nodes < 3 {
+			cfg.ReplicationFactor = *nodes
+		}
+		n, err := node.Open(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "tierkv dev: start %s: %v\n", cfg.ID, err)
+			return 1
+		}
+		running = append(running, n)
+		seeds = append(seeds, n.GossipAddr())
+	}
+	// Wait until every node sees every other one up, so that the first
+	// QUORUM request succeeds.
+	deadline := time.Now().Add(30 * time.Second)
+	for !allReady(running) {
+		if time.Now().After(deadline) {
+			fmt.Fprintln(stderr, "tierkv dev: nodes did not see each other within 30s")
+			return 1
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(stdout, "tierkv dev: %d nodes on 127.0.0.1, data in %s\n", len(running), *dir)
+	for _, n := range running {
+		fmt.Fprintf(stdout, "  %s  http://%s  grpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.GRPCAddr(), n.GossipAddr())
+	}
+	h1, h2 := running[0].HTTPAddr(), running[len(running)-1].HTTPAddr()
+	fmt.Fprintf(stdout, "Try:\n  curl -X POST -H 'X-Consistency-Level: QUORUM' --data-binary 'hello, tierkv' http://%s/v1/kv/greeting\n", h1)
+	fmt.Fprintf(stdout, "  curl -i -H 'X-Consistency-Level: QUORUM' http://%s/v1/kv/greeting\n", h2)
+	fmt.Fprintln(stdout, "Ctrl-C stops the cluster.")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "tierkv dev: stopping")
+	return 0
+}
+
+func allReady(ns []*node.Node) bool {
+	for _, n := range ns {
+		if !n.Ready(len(ns)) {
+			return false
+		}
+	}
+	return true
+}

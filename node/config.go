@@ -1,0 +1,357 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/memberlist"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/ring"
+	"github.com/tierkv/tierkv/ring/gossip"
+)
+
+// Consistency is how many replicas must answer a request.
+type Consistency uint8
+
+const (
+	// ConsistencyDefault means "the node's configured default".
+	ConsistencyDefault Consistency = iota
+	// One waits for one replica.
+	One
+	// Quorum waits for a majority of the replication factor.
+	Quorum
+	// All waits for every replica.
+	All
+)
+
+// String returns ONE, QUORUM or ALL.
+func (c Consistency) String() string {
+	switch c {
+	case One:
+		return "ONE"
+	case Quorum:
+		return "QUORUM"
+	case All:
+		return "ALL"
+	case ConsistencyDefault:
+		return "DEFAULT"
+	}
+	return fmt.Sprintf("Consistency(%d)", uint8(c))
+}
+
+// ParseConsistency parses ONE, QUORUM or ALL (case-insensitive). The empty
+// string is ConsistencyDefault.
+func ParseConsistency(s string) (Consistency, error) {
+	switch strings.ToUpper(strings.TrimSpace(s)) {
+	case "":
+		return ConsistencyDefault, nil
+	case "ONE":
+		return One, nil
+	case "QUORUM":
+		return Quorum, nil
+	case "ALL":
+		return All, nil
+	}
+	return 0, fmt.Errorf("%w: unknown consistency level %q (want ONE, QUORUM or ALL)", ErrInvalidArgument, s)
+}
+
+// required returns how many of rf replicas must answer at level c.
+func (c Consistency) required(rf int) int {
+	switch c {
+	case Quorum:
+		return rf/2 + 1
+	case All:
+		return rf
+	}
+	return 1
+}
+
+// MarshalText implements encoding.TextMarshaler (YAML config).
+func (c Consistency) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler (YAML config).
+func (c *Consistency) UnmarshalText(b []byte) error {
+	v, err := ParseConsistency(string(b))
+	if err != nil {
+		return err
+	}
+	*c = v
+	return nil
+}
+
+// ObjectStoreConfig selects the bucket that tiering moves cold tables to.
+// NB: tiering is wired in a later change; the node validates and records
+// the settings but does not open the bucket yet.
+type ObjectStoreConfig struct {
+	// Type is "filesystem" (the embedded default, a directory) or "s3"
+	// (AWS S3 or MinIO).
+	Type string `yaml:"type"`
+	// Dir is the filesystem bucket's directory. Default: <data_dir>/bucket.
+	Dir string `yaml:"dir"`
+	// Endpoint is the S3 endpoint URL (empty: AWS's for Region).
+	Endpoint string `yaml:"endpoint"`
+	// Bucket is the S3 bucket name.
+	Bucket string `yaml:"bucket"`
+	// Region is the S3 region.
+	Region string `yaml:"region"`
+	// AccessKey and SecretKey are S3 credentials (empty: the SDK's default
+	// chain, e.g. an instance profile).
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	// PathStyle uses path-style S3 addressing (MinIO).
+	PathStyle bool `yaml:"path_style"`
+}
+
+// Config configures a Node. Build it from DefaultConfig or LocalConfig;
+// zero fields are filled by EnsureDefaults. It is frozen by Open.
+type Config struct {
+	// ID is the node's permanent identity on the ring. Default: the id
+	// persisted in DataDir, or a new random one on first start.
+	ID string `yaml:"id"`
+	// Zone is the node's failure domain (rack, availability zone).
+	Zone string `yaml:"zone"`
+	// DataDir holds the engine (data/), the hint store (hints/) and the
+	// node's identity (node.json). Required.
+	DataDir string `yaml:"data_dir"`
+
+	// HTTPAddr is the client HTTP listen address (host:port; port 0 picks
+	// a free one).
+	HTTPAddr string `yaml:"http_addr"`
+	// GRPCAddr is the gRPC listen address, serving clients and the
+	// internode replica API.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// GossipAddr is the gossip (memberlist, UDP and TCP) listen address.
+	GossipAddr string `yaml:"gossip_addr"`
+	// AdvertiseHost, if set, replaces the host of the listen addresses in
+	// what the node gossips (e.g. when listening on 0.0.0.0).
+	AdvertiseHost string `yaml:"advertise_host"`
+	// Seeds are gossip addresses of other nodes to join through.
+	Seeds []string `yaml:"seeds"`
+	// GossipProfile is "lan" (memberlist LAN timings, 1 s heartbeats) or
+	// "local" (loopback: 200 ms heartbeats, fast failure detection).
+	GossipProfile string `yaml:"gossip_profile"`
+
+	// ReplicationFactor is the number of replicas of each key. Default 3.
+	ReplicationFactor int `yaml:"replication_factor"`
+	// VNodes is the number of tokens a new node allocates. Default 16.
+	VNodes int `yaml:"vnodes"`
+	// ReadConsistency and WriteConsistency are used when a request does
+	// not name a level. Default ONE (eventual, as Dynamo).
+	ReadConsistency  Consistency `yaml:"read_consistency"`
+	WriteConsistency Consistency `yaml:"write_consistency"`
+
+	// RequestTimeout is the deadline of a client request when the client
+	// gives none (or a longer one). Default 5 s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// ReplicaTimeout bounds one replica call; a replica that does not
+	// answer in time gets a hint. Default 2 s.
+	ReplicaTimeout time.Duration `yaml:"replica_timeout"`
+	// MaxKeySize bounds keys in bytes. Default 1 KiB.
+	MaxKeySize int `yaml:"max_key_size"`
+	// MaxValueSize bounds values in bytes (HTTP bodies and gRPC messages
+	// are bounded accordingly). Default 1 MiB.
+	MaxValueSize int `yaml:"max_value_size"`
+	// MaxInFlight bounds concurrent client requests; more are refused
+	// with 429 / RESOURCE_EXHAUSTED. Default 1024.
+	MaxInFlight int `yaml:"max_in_flight"`
+
+	// HintWindow is how long hints are kept for a replica that is down;
+	// older hints are dropped and anti-entropy repairs. Default 3 h
+	// (Cassandra's max_hint_window).
+	HintWindow time.Duration `yaml:"hint_window"`
+	// HintMaxBytes bounds the hint store; hints over it are dropped (and
+	// counted). Default 1 GiB.
+	HintMaxBytes int64 `yaml:"hint_max_bytes"`
+	// HintReplayInterval is how often pending hints are offered to
+	// replicas that are up. Default 10 s; LocalConfig 200 ms.
+	HintReplayInterval time.Duration `yaml:"hint_replay_interval"`
+
+	// MemTableSize is the engine's memtable size in bytes. Default 64 MiB.
+	MemTableSize int64 `yaml:"memtable_size"`
+	// ObjectStore is the tiering bucket.
+	ObjectStore ObjectStoreConfig `yaml:"object_store"`
+	// OTLPEndpoint, if set, exports traces over OTLP/gRPC to it (host:port).
+	// Default off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// ShutdownTimeout bounds the drain of in-flight requests on Close.
+	// Default 10 s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+	// Clock is the node's time source (HLC, hints). Default: wall clock.
+	Clock lsm.Clock `yaml:"-"`
+	// GossipTransport, if set, replaces memberlist's network transport
+	// (in-process clusters).
+	GossipTransport memberlist.NodeAwareTransport `yaml:"-"`
+	// TraceExporter, if set, receives the node's spans (tests, embedding);
+	// it takes precedence over OTLPEndpoint.
+	TraceExporter sdktrace.SpanExporter `yaml:"-"`
+	// EngineOptions, if set, is the base of the engine's options; the node
+	// overrides the bounds, the clock and VersionTime. It is the seam
+	// through which tiering plugs its Provider in.
+	EngineOptions *lsm.Options `yaml:"-"`
+}
+
+// DefaultConfig returns the configuration of a production node.
+func DefaultConfig() *Config {
+	return &Config{
+		HTTPAddr:      "0.0.0.0:8080",
+		GRPCAddr:      "0.0.0.0:9090",
+		GossipAddr:    "0.0.0.0:7946",
+		GossipProfile: "lan",
+		// Cassandra's window: long enough for a reboot or a bad deploy,
+		// short enough that the hint store stays small.
+		HintWindow:         3 * time.Hour,
+		HintReplayInterval: 10 * time.Second,
+		ObjectStore:        ObjectStoreConfig{Type: "filesystem"},
+	}
+}
+
+// LocalConfig returns the configuration of a node on loopback (tests and
+// `tierkv dev`): free ports, fast gossip, fast hint replay, small memtables.
+func LocalConfig() *Config {
+	return &Config{
+		HTTPAddr:           "127.0.0.1:0",
+		GRPCAddr:           "127.0.0.1:0",
+		GossipAddr:         "127.0.0.1:0",
+		GossipProfile:      "local",
+		HintWindow:         3 * time.Hour,
+		HintReplayInterval: 200 * time.Millisecond, // hints land quickly after a restart
+		HintMaxBytes:       64 << 20,
+		MemTableSize:       4 << 20, // three nodes on a laptop
+		ObjectStore:        ObjectStoreConfig{Type: "filesystem"},
+	}
+}
+
+// EnsureDefaults fills zero fields with defaults and returns c.
+func (c *Config) EnsureDefaults() *Config {
+	d := DefaultConfig()
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = d.HTTPAddr
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = d.GRPCAddr
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = d.GossipAddr
+	}
+	if c.GossipProfile == "" {
+		c.GossipProfile = "lan"
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = ring.DefaultReplicationFactor
+	}
+	if c.VNodes == 0 {
+		c.VNodes = ring.DefaultVNodes
+	}
+	if c.ReadConsistency == ConsistencyDefault {
+		c.ReadConsistency = One
+	}
+	if c.WriteConsistency == ConsistencyDefault {
+		c.WriteConsistency = One
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ReplicaTimeout == 0 {
+		c.ReplicaTimeout = 2 * time.Second
+	}
+	if c.MaxKeySize == 0 {
+		c.MaxKeySize = 1 << 10
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = 1 << 20
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.HintWindow == 0 {
+		c.HintWindow = d.HintWindow
+	}
+	if c.HintMaxBytes == 0 {
+		c.HintMaxBytes = 1 << 30
+	}
+	if c.HintReplayInterval == 0 {
+		c.HintReplayInterval = d.HintReplayInterval
+	}
+	if c.ObjectStore.Type == "" {
+		c.ObjectStore.Type = "filesystem"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	return c
+}
+
+// Validate checks the configuration. Call it after EnsureDefaults.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("node: data_dir is required"))
+	}
+	if c.ID != "" && (len(c.ID) > gossip.MaxIDLen || !utf8.ValidString(c.ID)) {
+		errs = append(errs, fmt.Errorf("node: id %q must be valid UTF-8 of at most %d bytes", c.ID, gossip.MaxIDLen))
+	}
+	if len(c.Zone) > gossip.MaxZoneLen {
+		errs = append(errs, fmt.Errorf("node: zone longer than %d bytes", gossip.MaxZoneLen))
+	}
+	if c.GossipProfile != "lan" && c.GossipProfile != "local" {
+		errs = append(errs, fmt.Errorf("node: gossip_profile %q: want lan or local", c.GossipProfile))
+	}
+	if c.ReplicationFactor < 1 || c.ReplicationFactor > ring.MaxReplicationFactor {
+		errs = append(errs, fmt.Errorf("node: replication_factor %d out of range [1, %d]", c.ReplicationFactor, ring.MaxReplicationFactor))
+	}
+	if c.VNodes < 1 || c.VNodes > gossip.MaxTokens {
+		errs = append(errs, fmt.Errorf("node: vnodes %d out of range [1, %d]", c.VNodes, gossip.MaxTokens))
+	}
+	for _, l := range []Consistency{c.ReadConsistency, c.WriteConsistency} {
+		if l < One || l > All {
+			errs = append(errs, fmt.Errorf("node: bad default consistency %v", l))
+		}
+	}
+	if c.RequestTimeout <= 0 || c.ReplicaTimeout <= 0 || c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("node: request_timeout, replica_timeout and shutdown_timeout must be positive"))
+	}
+	if c.MaxKeySize < 1 || c.MaxKeySize > 64<<10 {
+		errs = append(errs, fmt.Errorf("node: max_key_size %d out of range [1, 65536]", c.MaxKeySize))
+	}
+	if c.MaxValueSize < 0 || c.MaxValueSize > 64<<20 {
+		errs = append(errs, fmt.Errorf("node: max_value_size %d out of range [0, 64 MiB]", c.MaxValueSize))
+	}
+	if c.MaxInFlight < 1 {
+		errs = append(errs, errors.New("node: max_in_flight must be positive"))
+	}
+	if c.HintWindow <= 0 || c.HintMaxBytes <= 0 || c.HintReplayInterval <= 0 {
+		errs = append(errs, errors.New("node: hint_window, hint_max_bytes and hint_replay_interval must be positive"))
+	}
+	if c.MemTableSize < 0 {
+		errs = append(errs, errors.New("node: memtable_size must not be negative"))
+	}
+	switch c.ObjectStore.Type {
+	case "filesystem":
+	case "s3":
+		if c.ObjectStore.Bucket == "" {
+			errs = append(errs, errors.New("node: object_store.bucket is required for type s3"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("node: object_store.type %q: want filesystem or s3", c.ObjectStore.Type))
+	}
+	return errors.Join(errs...)
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }

@@ -1,0 +1,417 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"go.opentelemetry.io/otel/codes"
+
+	"github.com/tierkv/tierkv/lsm"
+
+	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
+	"github.com/tierkv/tierkv/ring"
+)
+
+// validateKey checks a key against the bounds; it names the problem.
+func (n *Node) validateKey(key []byte) error {
+	switch {
+	case len(key) == 0:
+		return errorf(ErrInvalidArgument, "empty key")
+	case len(key) > n.cfg.MaxKeySize:
+		return errorf(ErrTooLarge, "key of %d bytes exceeds max_key_size %d", len(key), n.cfg.MaxKeySize)
+	case !utf8.Valid(key):
+		return errorf(ErrInvalidArgument, "key is not valid UTF-8")
+	}
+	return nil
+}
+
+func (n *Node) validateValue(v []byte) error {
+	if len(v) > n.cfg.MaxValueSize {
+		return errorf(ErrTooLarge, "value of %d bytes exceeds max_value_size %d", len(v), n.cfg.MaxValueSize)
+	}
+	return nil
+}
+
+func checkLevel(c Consistency) error {
+	if c > All {
+		return errorf(ErrInvalidArgument, "unknown consistency level %d", c)
+	}
+	return nil
+}
+
+// requestContext bounds a client request by RequestTimeout.
+func (n *Node) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
+}
+
+// acquire takes an in-flight slot, or fails with ErrOverloaded.
+func (n *Node) acquire() (release func(), err error) {
+	if n.closing.Load() {
+		return nil, ErrClosed
+	}
+	select {
+	case n.inflight <- struct{}{}:
+		n.m.inflight.Inc()
+		return func() { <-n.inflight; n.m.inflight.Dec() }, nil
+	default:
+		n.m.rejected.Inc()
+		return nil, errorf(ErrOverloaded, "%d requests in flight (max_in_flight)", n.cfg.MaxInFlight)
+	}
+}
+
+// Put writes value under key at consistency c and returns its version.
+// lastSeen is the highest version the client has seen (0: none): the new
+// version is greater.
+func (n *Node) Put(ctx context.Context, key, value []byte, c Consistency, lastSeen uint64) (uint64, error) {
+	if err := n.validateValue(value); err != nil {
+		return 0, err
+	}
+	return n.mutate(ctx, &kvv1.Mutation{Key: key, Value: value}, c, lastSeen)
+}
+
+// Delete writes a tombstone for key at consistency c and returns its
+// version.
+func (n *Node) Delete(ctx context.Context, key []byte, c Consistency, lastSeen uint64) (uint64, error) {
+	return n.mutate(ctx, &kvv1.Mutation{Key: key, Tombstone: true}, c, lastSeen)
+}
+
+func (n *Node) owners(key []byte) []ring.NodeID {
+	return n.g.Ring().OwnersInto(make([]ring.NodeID, 0, n.cfg.ReplicationFactor), key, n.cfg.ReplicationFactor)
+}
+
+// liveOwners returns the preference list split by liveness, or
+// ErrUnavailable if fewer than need replicas are live.
+func (n *Node) liveOwners(key []byte, c Consistency, need int) (live, down []ring.NodeID, err error) {
+	for _, id := range n.owners(key) {
+		if n.up(id) {
+			live = append(live, id)
+		} else {
+			down = append(down, id)
+		}
+	}
+	if len(live) < need {
+		return nil, nil, errorf(ErrUnavailable, "consistency %v needs %d replicas, %d of %d are up (down: %v)",
+			c, need, len(live), len(live)+len(down), down)
+	}
+	return live, down, nil
+}
+
+func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, lastSeen uint64) (_ uint64, err error) {
+	if err := n.validateKey(m.Key); err != nil {
+		return 0, err
+	}
+	if err := checkLevel(c); err != nil {
+		return 0, err
+	}
+	if c == ConsistencyDefault {
+		c = n.cfg.WriteConsistency
+	}
+	start := n.cfg.Clock.Now()
+	ctx, span := n.span(ctx, "write", c, m.Key)
+	defer func() {
+		n.m.observe("write", c, n.cfg.Clock.Now().Sub(start), err)
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	need := c.required(n.cfg.ReplicationFactor)
+	live, down, err := n.liveOwners(m.Key, c, need)
+	if err != nil {
+		return 0, err
+	}
+	if lastSeen != 0 {
+		n.hlc.Observe(lastSeen)
+	}
+	m.Version = n.hlc.Next()
+	for _, id := range down {
+		n.hints.add(id, m)
+	}
+	results := make(chan error, len(live))
+	for _, id := range live {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+			defer cancel()
+			err := n.applyTo(rctx, id, m)
+			if err != nil && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrTooLarge) {
+				n.hints.add(id, m)
+			}
+			results <- err
+		}()
+	}
+	acks, failed := 0, 0
+	var lastErr error
+	for acks < need {
+		select {
+		case err := <-results:
+			if err == nil {
+				acks++
+				continue
+			}
+			failed++
+			lastErr = err
+			if k := errorKind(err); k == ErrInvalidArgument || k == ErrTooLarge {
+				return 0, err
+			}
+			if len(live)-failed < need {
+				kind := ErrUnavailable
+				if errorKind(err) == ErrOverloaded {
+					kind = ErrOverloaded
+				}
+				return 0, errorf(kind, "consistency %v needs %d acknowledgements, %d replicas acknowledged, %d failed (last: %v)",
+					c, need, acks, failed, lastErr)
+			}
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return 0, ctx.Err()
+			}
+			return 0, errorf(ErrTimeout, "consistency %v needs %d acknowledgements, %d arrived before the deadline", c, need, acks)
+		}
+	}
+	return m.Version, nil
+}
+
+// applyTo sends a mutation to one replica (this node: the engine directly).
+func (n *Node) applyTo(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) error {
+	if id == n.id {
+		return n.applyLocal(m)
+	}
+	rc, err := n.peer(id)
+	if err != nil {
+		return err
+	}
+	_, err = rc.Apply(ctx, &kvv1.ApplyRequest{Mutation: m})
+	if err != nil {
+		return fmt.Errorf("replica %s: %w", id, fromStatus(err))
+	}
+	return nil
+}
+
+// applyLocal applies a mutation to this node's engine and returns after the
+// WAL sync.
+func (n *Node) applyLocal(m *kvv1.Mutation) error {
+	if m == nil || m.Version == 0 {
+		return errorf(ErrInvalidArgument, "mutation without a version")
+	}
+	var b lsm.Batch
+	if m.Tombstone {
+		b.Delete(m.Key, m.Version)
+	} else {
+		b.Set(m.Key, m.Value, m.Version)
+	}
+	n.hlc.Observe(m.Version)
+	if err := n.db.Apply(&b, lsm.Sync); err != nil {
+		switch {
+		case errors.Is(err, lsm.ErrInvalidInput):
+			return errorf(ErrInvalidArgument, "%v", err)
+		case errors.Is(err, lsm.ErrWriteStall):
+			return errorf(ErrOverloaded, "%v", err)
+		case errors.Is(err, lsm.ErrClosed):
+			return ErrClosed
+		}
+		return err
+	}
+	return nil
+}
+
+// readLocal returns this node's newest version of key (nil if none).
+func (n *Node) readLocal(key []byte) (*kvv1.Mutation, error) {
+	e, err := n.db.GetEntry(key)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &kvv1.Mutation{Key: e.Key, Value: e.Value, Version: e.Version, Tombstone: e.Deleted}, nil
+}
+
+func (n *Node) readFrom(ctx context.Context, id ring.NodeID, key []byte) (*kvv1.Mutation, error) {
+	if id == n.id {
+		return n.readLocal(key)
+	}
+	rc, err := n.peer(id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := rc.Read(ctx, &kvv1.ReadRequest{Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("replica %s: %w", id, fromStatus(err))
+	}
+	if !resp.Found {
+		return nil, nil
+	}
+	return resp.Mutation, nil
+}
+
+type readResult struct {
+	id  ring.NodeID
+	m   *kvv1.Mutation // nil: the replica holds no version
+	err error
+}
+
+func version(m *kvv1.Mutation) uint64 {
+	if m == nil {
+		return 0
+	}
+	return m.Version
+}
+
+// Get reads key at consistency c: it asks every live replica, waits for the
+// level's number of answers and returns the newest version. Replicas that
+// answered with an older version are repaired: before Get returns at
+// QUORUM and ALL, in the background at ONE (and for late answers).
+// A key whose newest version is a tombstone is ErrNotFound; version is then
+// the tombstone's.
+func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte, ver uint64, err error) {
+	if err := n.validateKey(key); err != nil {
+		return nil, 0, err
+	}
+	if err := checkLevel(c); err != nil {
+		return nil, 0, err
+	}
+	if c == ConsistencyDefault {
+		c = n.cfg.ReadConsistency
+	}
+	start := n.cfg.Clock.Now()
+	ctx, span := n.span(ctx, "read", c, key)
+	defer func() {
+		n.m.observe("read", c, n.cfg.Clock.Now().Sub(start), err)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	need := c.required(n.cfg.ReplicationFactor)
+	live, _, err := n.liveOwners(key, c, need)
+	if err != nil {
+		return nil, 0, err
+	}
+	results := make(chan readResult, len(live))
+	for _, id := range live {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+			defer cancel()
+			m, err := n.readFrom(rctx, id, key)
+			results <- readResult{id, m, err}
+		}()
+	}
+	var answers []readResult
+	failed := 0
+	var lastErr error
+	for len(answers) < need {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				failed++
+				lastErr = r.err
+				if len(live)-failed < need {
+					n.drainReads(results, answers, len(live)-len(answers)-failed)
+					return nil, 0, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
+						c, need, len(answers), failed, lastErr)
+				}
+				continue
+			}
+			answers = append(answers, r)
+		case <-ctx.Done():
+			n.drainReads(results, answers, len(live)-len(answers)-failed)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, 0, ctx.Err()
+			}
+			return nil, 0, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
+		}
+	}
+	best := answers[0].m
+	for _, a := range answers[1:] {
+		if version(a.m) > version(best) {
+			best = a.m
+		}
+	}
+	if best != nil {
+		n.hlc.Observe(best.Version)
+	}
+	if c != One && best != nil {
+		// Blocking read repair: the newest version must be on need
+		// replicas before it is returned, so a later read at this level
+		// cannot return older data.
+		confirmed := 0
+		var stale []ring.NodeID
+		for _, a := range answers {
+			if version(a.m) == best.Version {
+				confirmed++
+			} else {
+				stale = append(stale, a.id)
+			}
+		}
+		if len(stale) > 0 {
+			errs := make(chan error, len(stale))
+			for _, id := range stale {
+				n.m.repairs.WithLabelValues("blocking").Inc()
+				go func() { errs <- n.applyTo(ctx, id, best) }()
+			}
+			for range stale {
+				if err := <-errs; err == nil {
+					confirmed++
+				} else {
+					lastErr = err
+				}
+			}
+		}
+		if confirmed < need {
+			n.drainReads(results, answers, len(live)-len(answers)-failed)
+			return nil, 0, errorf(ErrUnavailable, "consistency %v: read repair reached %d of %d needed replicas (last: %v)", c, confirmed, need, lastErr)
+		}
+		for i := range answers {
+			answers[i].m = best // repaired
+		}
+	}
+	n.drainReads(results, answers, len(live)-len(answers)-failed)
+	if best == nil {
+		return nil, 0, errorf(ErrNotFound, "key %q", key)
+	}
+	if best.Tombstone {
+		return nil, best.Version, errorf(ErrNotFound, "key %q (deleted at version %d)", key, best.Version)
+	}
+	return best.Value, best.Version, nil
+}
+
+// drainReads waits, in the background, for the remaining answers and
+// repairs every replica that answered with a version older than the newest
+// one seen.
+func (n *Node) drainReads(results <-chan readResult, answers []readResult, remaining int) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		all := answers
+		for range remaining {
+			if r := <-results; r.err == nil {
+				all = append(all, r)
+			}
+		}
+		var best *kvv1.Mutation
+		for _, a := range all {
+			if version(a.m) > version(best) {
+				best = a.m
+			}
+		}
+		if best == nil {
+			return
+		}
+		for _, a := range all {
+			if version(a.m) < best.Version {
+				n.m.repairs.WithLabelValues("background").Inc()
+				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ReplicaTimeout)
+				if err := n.applyTo(ctx, a.id, best); err != nil {
+					n.log.Debug("background read repair failed", "replica", a.id, "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+}

@@ -1,0 +1,83 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tierkv/tierkv/ring"
+)
+
+// identityFile holds what a node must keep across restarts: its id, its
+// tokens (fixed at first join, invariant 6) and its generation (increased
+// at every start, for the gossip heartbeats).
+const identityFile = "node.json"
+
+type identity struct {
+	ID         string       `json:"id"`
+	Tokens     []ring.Token `json:"tokens,omitempty"`
+	Generation uint64       `json:"generation"`
+}
+
+func loadIdentity(dir string) (identity, bool, error) {
+	var id identity
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return id, false, nil
+	}
+	if err != nil {
+		return id, false, err
+	}
+	if err := json.Unmarshal(b, &id); err != nil {
+		return id, false, fmt.Errorf("node: corrupt %s: %w", filepath.Join(dir, identityFile), err)
+	}
+	if id.ID == "" {
+		return id, false, fmt.Errorf("node: corrupt %s: empty id", filepath.Join(dir, identityFile))
+	}
+	return id, true, nil
+}
+
+// saveIdentity writes the identity durably: temporary file, fsync, rename,
+// directory fsync.
+func saveIdentity(dir string, id identity) error {
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, identityFile+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "n-" + hex.EncodeToString(b[:])
+}
