@@ -5,7 +5,7 @@ FUZZTIME  ?= 5s
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster soak minio-install proto run
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster bench-tiering soak minio-install proto run
 
 ## run: a local three-node cluster on 127.0.0.1 with the embedded filesystem object store;
 ## prints the endpoints and an example curl (Ctrl-C stops it).
@@ -70,6 +70,11 @@ bench-engine:
 ## bench-ring: ring lookup and token allocation, gossip convergence vs cluster size (10, 50, 100 members).
 bench-ring:
 	$(GO) test -run='^$$' -bench=. -benchmem ./ring/...
+
+## bench-tiering: tiering against a local MinIO: restore start to first read (1 and 4 GiB;
+## TIERKV_BENCH_SIZES=1 for 1 GiB only), cold reads, hydration vs raw GET, erasure MB/s.
+bench-tiering: minio-install
+	TIERKV_REQUIRE_MINIO=1 $(GO) test -run '^$$' -bench '^BenchmarkTiering$$' -benchtime 1x -count=1 -timeout 60m ./tiering/
 
 ## bench-cluster: a three-node tierkv cluster against a three-member etcd (Debian's etcd-server,
 ## installed here if missing) in one run. Pass the tierkv endpoints with

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,18 @@ type Server struct {
 	Client *minio.Client
 
 	transport *http.Transport
+	// proc is the server process when Start started it (nil for
+	// TIERKV_MINIO_ENDPOINT); Stop and Restart use it.
+	proc *process
+}
+
+// process is a MinIO server process that Start started.
+type process struct {
+	bin, addr, dir, logPath string
+	console                 int
+	mu                      sync.Mutex
+	cmd                     *exec.Cmd
+	exited                  chan error
 }
 
 // BinaryPath returns where the MinIO binary is looked for.
@@ -86,6 +99,13 @@ func Start(t testing.TB) *Server {
 		}
 		return s
 	}
+	return StartOwn(t)
+}
+
+// StartOwn is Start without TIERKV_MINIO_ENDPOINT: it always starts its
+// own server from the binary, so that the test may Kill and Restart it.
+func StartOwn(t testing.TB) *Server {
+	t.Helper()
 	bin := BinaryPath()
 	if _, err := os.Stat(bin); err != nil {
 		msg := fmt.Sprintf("\n\n*** MinIO not installed (%s): run `integration/minio.sh install` (make test does this). ***\n*** The S3 backend was NOT tested against MinIO. ***\n", bin)
@@ -149,44 +169,99 @@ func startProcess(t testing.TB, bin string) (*Server, error) {
 		return nil, err
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	logPath := filepath.Join(dir, "minio.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
+	p := &process{bin: bin, addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, console: console, logPath: filepath.Join(dir, "minio.log")}
+	s := newServer(t, "http://"+p.addr, accessKey, secretKey)
+	s.proc = p
+	if err := s.run(); err != nil {
 		return nil, err
 	}
+	t.Cleanup(p.stop)
+	return s, nil
+}
+
+// run starts the process and waits until it is healthy.
+func (s *Server) run() error {
+	p := s.proc
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
 	defer logf.Close()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr,
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", console), filepath.Join(dir, "data"))
+	cmd := exec.Command(p.bin, "server", "--quiet", "--address", p.addr,
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", p.console), filepath.Join(p.dir, "data"))
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+accessKey, "MINIO_ROOT_PASSWORD="+secretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_KMS_SECRET_KEY="+kmsSecret)
 	// A file, not a pipe: no goroutine copies the output.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return fmt.Errorf("start %s: %w", p.bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
-	s := newServer(t, "http://"+addr, accessKey, secretKey)
+	p.mu.Lock()
+	p.cmd, p.exited = cmd, exited
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if err := s.waitHealthy(ctx, exited); err != nil {
-		stop()
-		logData, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("MinIO at %s: %w; log:\n%s", addr, err, tail(string(logData), 2000))
+		p.stop()
+		logData, _ := os.ReadFile(p.logPath)
+		return fmt.Errorf("MinIO at %s: %w; log:\n%s", p.addr, err, tail(string(logData), 2000))
 	}
-	t.Cleanup(stop)
-	return s, nil
+	return nil
+}
+
+// stop stops the process, if running (SIGTERM, then SIGKILL after 10 s),
+// and waits for it to exit. It is idempotent.
+func (p *process) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.cmd, p.exited = nil, nil
+}
+
+// Kill kills the server with SIGKILL (an outage in the middle of
+// requests), keeping its data directory; Restart brings it back. Only for
+// servers started from the binary (StartOwn, or Start without
+// TIERKV_MINIO_ENDPOINT); otherwise the test fails.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	if s.proc == nil {
+		t.Fatal("miniotest: Kill needs a server started by Start, not TIERKV_MINIO_ENDPOINT")
+	}
+	p := s.proc
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	p.cmd, p.exited = nil, nil
+	s.transport.CloseIdleConnections()
+}
+
+// Restart starts a killed server again on the same address with the same
+// data, and waits until it is healthy.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.proc == nil {
+		t.Fatal("miniotest: Restart needs a server started by Start, not TIERKV_MINIO_ENDPOINT")
+	}
+	s.proc.stop()
+	if err := s.run(); err != nil {
+		t.Fatalf("miniotest: restart: %v", err)
+	}
 }
 
 func tail(s string, n int) string {

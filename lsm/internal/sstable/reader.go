@@ -335,3 +335,24 @@ func (r *Reader) Close() error {
 	}
 	return nil
 }
+
+// MetaOffset reads and checks the footer of the table read by r and returns
+// the offset at which its metadata (bloom filter, index, properties,
+// footer) starts; Open reads [MetaOffset, Size) in two reads and nothing
+// else. A tiering provider keeps that range on local disk so that opening a
+// remote table, and looking up an absent key, never touch the object store.
+func MetaOffset(ctx context.Context, r objstorage.Readable, name string) (int64, error) {
+	size := r.Size()
+	if size < footerSize {
+		return 0, base.CorruptionErrorf("sstable %s: file of %d bytes is too short for a table", name, size)
+	}
+	fb := make([]byte, footerSize)
+	if err := r.ReadAt(ctx, fb, size-footerSize); err != nil {
+		return 0, fmt.Errorf("sstable %s: read footer: %w", name, err)
+	}
+	f, err := decodeFooter(fb, uint64(size))
+	if err != nil {
+		return 0, base.CorruptionErrorf("sstable %s at offset %d: footer: %v", name, size-footerSize, err)
+	}
+	return int64(f.bloom.offset), nil
+}
