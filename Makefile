@@ -76,12 +76,12 @@ bench-ring:
 bench-tiering: minio-install
 	TIERKV_REQUIRE_MINIO=1 $(GO) test -run '^$$' -bench '^BenchmarkTiering$$' -benchtime 1x -count=1 -timeout 60m ./tiering/
 
-## bench-cluster: a three-node tierkv cluster against a three-member etcd (Debian's etcd-server,
-## installed here if missing) in one run. Pass the tierkv endpoints with
-## BENCH_ARGS='-tierkv-endpoints host:port,...'.
+## bench-cluster: a three-node tierkv cluster (`tierkv dev`) against a three-member etcd (Debian's
+## etcd-server, installed here if missing), both on loopback, in one run.
 bench-cluster:
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
-	cd integration/clusterbench && $(GO) run . $(BENCH_ARGS)
+	$(GO) build -o .bin/tierkv ./cmd/tierkv
+	cd integration/clusterbench && $(GO) run . -tierkv-bin $(CURDIR)/.bin/tierkv $(BENCH_ARGS)
 
 ## soak: the kill -9 crash test with many more cycles than make test runs.
 soak:

@@ -39,6 +39,7 @@ func main() {
 	flag.IntVar(&cfg.keys, "keys", cfg.keys, "key space: puts overwrite and gets read keys in [0, keys)")
 	flag.StringVar(&cfg.etcdBin, "etcd", cfg.etcdBin, "etcd server binary (Debian package etcd-server)")
 	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "HTTP endpoints (host:port) of a running three-node tierkv cluster; requests are spread over them")
+	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
 	flag.Parse()
 
@@ -56,6 +57,7 @@ type config struct {
 	valueSize, keys  int
 	etcdBin          string
 	tierkvEndpoints  string
+	tierkvBin        string
 	progress         time.Duration
 }
 

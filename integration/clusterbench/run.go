@@ -56,11 +56,20 @@ func run(ctx context.Context, cfg config) error {
 			fmt.Fprintln(os.Stderr, "starting a three-member etcd cluster")
 			sys, err = startEtcd(ctx, cfg.etcdBin, maxClients)
 		case "tierkv":
-			if cfg.tierkvEndpoints == "" {
-				fmt.Println("# tierkv: skipped, no -tierkv-endpoints (start a cluster with `tierkv dev`)")
-				continue
+			endpoints := cfg.tierkvEndpoints
+			if cfg.tierkvBin != "" {
+				fmt.Fprintln(os.Stderr, "starting tierkv dev (three nodes)")
+				dev, eps, err := startTierkvDev(ctx, cfg.tierkvBin)
+				if err != nil {
+					return err
+				}
+				defer dev.Close()
+				endpoints = eps
 			}
-			sys, err = newTierkvHTTP(cfg.tierkvEndpoints)
+			if endpoints == "" {
+				return fmt.Errorf("tierkv: give -tierkv-bin or -tierkv-endpoints")
+			}
+			sys, err = newTierkvHTTP(endpoints)
 		default:
 			return fmt.Errorf("unknown system %q", name)
 		}
