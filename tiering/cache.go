@@ -25,7 +25,11 @@ type diskCache struct {
 		lru   *list.List // of *cacheEntry, most recent first
 		index map[chunkKey]*list.Element
 		size  int64
-		seq   uint64
+		// reserved counts bytes of chunk files being written: space is
+		// reserved (and older chunks evicted and deleted) before a file
+		// is written, so the files on disk never exceed the limit.
+		reserved int64
+		seq      uint64
 	}
 }
 
@@ -81,7 +85,8 @@ func (c *diskCache) get(k chunkKey, p []byte) bool {
 
 // put stores a chunk. Errors are ignored: the cache is an optimization.
 func (c *diskCache) put(k chunkKey, p []byte) {
-	if c.limit <= 0 || int64(len(p)) > c.limit {
+	n := int64(len(p))
+	if c.limit <= 0 || n > c.limit {
 		return
 	}
 	c.mu.Lock()
@@ -89,39 +94,56 @@ func (c *diskCache) put(k chunkKey, p []byte) {
 		c.mu.Unlock()
 		return
 	}
+	var evict []string
+	for c.mu.size+c.mu.reserved+n > c.limit && c.mu.lru.Len() > 0 {
+		el := c.mu.lru.Back()
+		e := el.Value.(*cacheEntry)
+		c.mu.lru.Remove(el)
+		delete(c.mu.index, e.key)
+		c.mu.size -= e.size
+		evict = append(evict, e.file)
+	}
+	if c.mu.size+c.mu.reserved+n > c.limit {
+		// Other puts hold the rest of the space; skip caching this one.
+		c.mu.Unlock()
+		c.remove(evict)
+		return
+	}
+	c.mu.reserved += n
 	c.mu.seq++
 	file := fmt.Sprintf("%d-%06d-%d-%d", k.typ, k.num, k.chunk, c.mu.seq)
 	c.mu.Unlock()
+	// NB: evicted files go before the new one is written, so the cache
+	// directory never holds more than the limit.
+	c.remove(evict)
+	err := c.writeChunk(file, p)
+	c.mu.Lock()
+	c.mu.reserved -= n
+	_, raced := c.mu.index[k]
+	if err == nil && !raced {
+		c.mu.index[k] = c.mu.lru.PushFront(&cacheEntry{key: k, size: n, file: file})
+		c.mu.size += n
+	}
+	c.mu.Unlock()
+	if err != nil || raced {
+		c.remove([]string{file})
+	}
+}
+
+func (c *diskCache) writeChunk(file string, p []byte) error {
 	f, err := c.fs.Create(c.fs.PathJoin(c.dir, file))
 	if err != nil {
-		return
+		return err
 	}
 	_, err = f.Write(p)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		_ = c.fs.Remove(c.fs.PathJoin(c.dir, file))
-		return
-	}
-	var evict []string
-	c.mu.Lock()
-	if _, ok := c.mu.index[k]; ok {
-		evict = append(evict, file) // lost a race with another put
-	} else {
-		c.mu.index[k] = c.mu.lru.PushFront(&cacheEntry{key: k, size: int64(len(p)), file: file})
-		c.mu.size += int64(len(p))
-		for c.mu.size > c.limit {
-			el := c.mu.lru.Back()
-			e := el.Value.(*cacheEntry)
-			c.mu.lru.Remove(el)
-			delete(c.mu.index, e.key)
-			c.mu.size -= e.size
-			evict = append(evict, e.file)
-		}
-	}
-	c.mu.Unlock()
-	for _, f := range evict {
+	return err
+}
+
+func (c *diskCache) remove(files []string) {
+	for _, f := range files {
 		_ = c.fs.Remove(c.fs.PathJoin(c.dir, f))
 	}
 }
