@@ -378,6 +378,9 @@ func TestBackgroundLoop(t *testing.T) {
 		m := td.m.Metrics()
 		return m.Backups > 0 && m.RemoteObjects > 0
 	}, "background loop made no progress: %+v", td.m.Metrics())
+	// Stop the periodic loop first, so that no periodic backup can land
+	// between reading the count and Shutdown (stopLoop is idempotent).
+	td.m.stopLoop()
 	before := td.m.Metrics().Backups
 	if err := td.m.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
