@@ -148,7 +148,7 @@ func (c *cluster) start(i int) {
 		"--id", p.id, "--data-dir", p.dir,
 		"--http-addr", p.http, "--grpc-addr", p.grpc, "--gossip-addr", p.gossip,
 		"--seeds", strings.Join(seeds, ","), "--gossip-profile", "local",
-		"--hint-replay-interval", "200ms", "--replica-timeout", "1s", "--request-timeout", "3s",
+		"--hint-replay-interval", "200ms", "--replica-timeout", "3s", "--request-timeout", "5s",
 		"--memtable-size", "4194304", "--log-level", "warn")
 	p.stderr = &lockedBuffer{}
 	p.cmd.Stderr = p.stderr

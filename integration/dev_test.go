@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -15,9 +16,11 @@ import (
 
 // TestDevCommand runs the README's first command, `tierkv dev`, then the
 // two curl commands it prints (as HTTP requests), then stops it with
-// Ctrl-C (SIGINT) and expects a clean exit.
+// Ctrl-C (SIGINT) and expects a clean exit, and a manifest backup of every
+// node in the one filesystem bucket it printed.
 func TestDevCommand(t *testing.T) {
-	cmd := exec.Command(tierkvBin, "dev", "--base-port", "0", "--dir", t.TempDir())
+	dir := t.TempDir()
+	cmd := exec.Command(tierkvBin, "dev", "--base-port", "0", "--dir", dir)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -98,5 +101,14 @@ func TestDevCommand(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("tierkv dev did not stop on Ctrl-C")
+	}
+	bucket := filepath.Join(dir, "bucket")
+	if !strings.Contains(text, "object store (shared by the nodes, objects under <node id>/): "+bucket) {
+		t.Fatalf("tierkv dev does not print its bucket %s:\n%s", bucket, text)
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if m, _ := filepath.Glob(filepath.Join(bucket, id, "manifests", "*")); len(m) == 0 {
+			t.Errorf("no manifest backup of %s in %s after Ctrl-C", id, bucket)
+		}
 	}
 }

@@ -67,8 +67,11 @@ func (c *testCluster) config(i int) *Config {
 	if a := c.addrs[i]; a[0] != "" {
 		cfg.GossipAddr, cfg.GRPCAddr, cfg.HTTPAddr = a[0], a[1], a[2]
 	}
-	cfg.RequestTimeout = 3 * time.Second
-	cfg.ReplicaTimeout = time.Second
+	// Generous for a loaded 2-core CI machine running other packages'
+	// tests under the race detector; the tests never wait them out (a
+	// down replica is detected by phi, not by timeouts).
+	cfg.RequestTimeout = 5 * time.Second
+	cfg.ReplicaTimeout = 3 * time.Second
 	cfg.ShutdownTimeout = 2 * time.Second
 	for j, a := range c.addrs {
 		if a[0] != "" && j != i {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -12,6 +13,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/objectstore"
 	"github.com/tierkv/tierkv/ring"
 	"github.com/tierkv/tierkv/ring/gossip"
 )
@@ -86,15 +88,21 @@ func (c *Consistency) UnmarshalText(b []byte) error {
 }
 
 // ObjectStoreConfig selects the bucket that tiering moves cold tables to.
-// NB: tiering is wired in a later change; the node validates and records
-// the settings but does not open the bucket yet.
+// Objects are named <node id>/..., so several nodes may share one bucket.
 type ObjectStoreConfig struct {
 	// Type is "filesystem" (the embedded default, a directory) or "s3"
 	// (AWS S3 or MinIO).
 	Type string `yaml:"type"`
 	// Dir is the filesystem bucket's directory. Default: <data_dir>/bucket.
+	// Nodes may share one directory (`tierkv dev` does).
 	Dir string `yaml:"dir"`
-	// Endpoint is the S3 endpoint URL (empty: AWS's for Region).
+	// FallbackDir, if set, is a filesystem bucket that receives a copy of
+	// every uploaded object and manifest backup; reads fall back to it
+	// when the primary bucket fails. Default: none. (In a cluster the
+	// erasure-coded store on peers will take this role.)
+	FallbackDir string `yaml:"fallback_dir"`
+	// Endpoint is the S3 endpoint URL, http:// or https:// (empty: AWS's
+	// for Region).
 	Endpoint string `yaml:"endpoint"`
 	// Bucket is the S3 bucket name.
 	Bucket string `yaml:"bucket"`
@@ -106,6 +114,39 @@ type ObjectStoreConfig struct {
 	SecretKey string `yaml:"secret_key"`
 	// PathStyle uses path-style S3 addressing (MinIO).
 	PathStyle bool `yaml:"path_style"`
+}
+
+// TieringConfig tunes tiering (cold tables to the object store). Zero
+// fields take tiering's defaults, except ColdLevel, whose 0 is literal
+// (every table is cold); DefaultConfig and LocalConfig set it to 5.
+type TieringConfig struct {
+	// ColdLevel: tables at this engine level or deeper are uploaded and
+	// then served from the bucket (leveled compaction). -1: none.
+	ColdLevel int `yaml:"cold_level"`
+	// ColdAge: under size-tiered compaction, tables older than this are
+	// cold. Default 24 h; negative: none.
+	ColdAge time.Duration `yaml:"cold_age"`
+	// BlobColdAge: blob files (large values) older than this are cold.
+	// Default 24 h; negative: none.
+	BlobColdAge time.Duration `yaml:"blob_cold_age"`
+	// CacheSize bounds the local disk cache of remote data, in bytes.
+	// Default 1 GiB; negative disables it.
+	CacheSize int64 `yaml:"cache_size"`
+	// UploadInterval is how often cold tables are uploaded. Default 30 s.
+	UploadInterval time.Duration `yaml:"upload_interval"`
+	// UploadRate bounds upload bandwidth in bytes/s. Default 0: unlimited.
+	UploadRate int64 `yaml:"upload_rate"`
+	// BackupInterval is how often a manifest backup is uploaded (and
+	// garbage collection runs). Default 10 min.
+	BackupInterval time.Duration `yaml:"backup_interval"`
+	// BackupRetention is the number of manifest backups kept. Default 3.
+	BackupRetention int `yaml:"backup_retention"`
+	// GCDelay is how long an object stays unreferenced before it is
+	// deleted. Default 1 h.
+	GCDelay time.Duration `yaml:"gc_delay"`
+	// HedgeDelay: a remote read the bucket has not answered within it is
+	// also sent to the fallback bucket. Default 0: no hedging.
+	HedgeDelay time.Duration `yaml:"hedge_delay"`
 }
 
 // Config configures a Node. Build it from DefaultConfig or LocalConfig;
@@ -176,6 +217,8 @@ type Config struct {
 	MemTableSize int64 `yaml:"memtable_size"`
 	// ObjectStore is the tiering bucket.
 	ObjectStore ObjectStoreConfig `yaml:"object_store"`
+	// Tiering tunes what goes to the bucket and when.
+	Tiering TieringConfig `yaml:"tiering"`
 	// OTLPEndpoint, if set, exports traces over OTLP/gRPC to it (host:port).
 	// Default off.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
@@ -194,9 +237,11 @@ type Config struct {
 	// it takes precedence over OTLPEndpoint.
 	TraceExporter sdktrace.SpanExporter `yaml:"-"`
 	// EngineOptions, if set, is the base of the engine's options; the node
-	// overrides the bounds, the clock and VersionTime. It is the seam
-	// through which tiering plugs its Provider in.
+	// overrides the bounds, the clock, VersionTime and (tiering) Provider.
 	EngineOptions *lsm.Options `yaml:"-"`
+	// ObjectStoreBucket, if set, is the tiering bucket, used instead of
+	// opening ObjectStore's (tests, embedding). The node does not close it.
+	ObjectStoreBucket objectstore.Bucket `yaml:"-"`
 }
 
 // DefaultConfig returns the configuration of a production node.
@@ -211,8 +256,13 @@ func DefaultConfig() *Config {
 		HintWindow:         3 * time.Hour,
 		HintReplayInterval: 10 * time.Second,
 		ObjectStore:        ObjectStoreConfig{Type: "filesystem"},
+		Tiering:            TieringConfig{ColdLevel: defaultColdLevel},
 	}
 }
+
+// defaultColdLevel is tiering.DefaultPolicy's: L5 and L6 hold ~99% of a
+// leveled tree's bytes and are rarely rewritten.
+const defaultColdLevel = 5
 
 // LocalConfig returns the configuration of a node on loopback (tests and
 // `tierkv dev`): free ports, fast gossip, fast hint replay, small memtables.
@@ -227,6 +277,7 @@ func LocalConfig() *Config {
 		HintMaxBytes:       64 << 20,
 		MemTableSize:       4 << 20, // three nodes on a laptop
 		ObjectStore:        ObjectStoreConfig{Type: "filesystem"},
+		Tiering:            TieringConfig{ColdLevel: defaultColdLevel},
 	}
 }
 
@@ -346,8 +397,23 @@ func (c *Config) Validate() error {
 		if c.ObjectStore.Bucket == "" {
 			errs = append(errs, errors.New("node: object_store.bucket is required for type s3"))
 		}
+		if e := c.ObjectStore.Endpoint; e != "" {
+			if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("node: object_store.endpoint %q: want an http:// or https:// URL with a host", e))
+			}
+		}
+		if (c.ObjectStore.AccessKey == "") != (c.ObjectStore.SecretKey == "") {
+			errs = append(errs, errors.New("node: object_store.access_key and secret_key: give both or neither"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("node: object_store.type %q: want filesystem or s3", c.ObjectStore.Type))
+	}
+	t := c.Tiering
+	if levels := len(lsm.Metrics{}.Levels); t.ColdLevel < -1 || t.ColdLevel >= levels {
+		errs = append(errs, fmt.Errorf("node: tiering.cold_level %d out of range [-1, %d]", t.ColdLevel, levels-1))
+	}
+	if t.UploadInterval < 0 || t.BackupInterval < 0 || t.GCDelay < 0 || t.HedgeDelay < 0 || t.UploadRate < 0 || t.BackupRetention < 0 {
+		errs = append(errs, errors.New("node: tiering upload_interval, backup_interval, gc_delay, hedge_delay, upload_rate and backup_retention must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -24,7 +24,7 @@ func TestHintStoreBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hlc := NewHLC(clk, "n1")
+	hlc := NewHLC(clk, 1)
 	for i := range 20 { // ~60 bytes each: about 16 fit
 		h.add("n2", &kvv1.Mutation{Key: fmt.Appendf(nil, "k%02d", i), Value: make([]byte, 40), Version: hlc.Next()})
 	}
@@ -33,7 +33,7 @@ func TestHintStoreBounds(t *testing.T) {
 		t.Fatalf("stored %d, dropped %d, bytes %d (bound 1000)", stored, dropped, h.bytes.Load())
 	}
 	// A mutation older than the window is not stored.
-	old := NewHLC(&manualClock{t: clk.Now().Add(-2 * time.Hour)}, "n1").Next()
+	old := NewHLC(&manualClock{t: clk.Now().Add(-2 * time.Hour)}, 1).Next()
 	h.add("n3", &kvv1.Mutation{Key: []byte("old"), Version: old})
 	if h.dropped.Load() != dropped+1 {
 		t.Fatal("hint older than the window stored")

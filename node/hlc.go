@@ -2,9 +2,8 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/tierkv/tierkv/lsm"
 )
@@ -18,10 +17,11 @@ import (
 // forward: Next returns max(now<<10, last+1), so a logical counter that
 // overflows 1023 carries into the milliseconds (the clock runs ahead of the
 // wall clock by at most the burst; 1024 writes per millisecond per node).
-// The low 6 bits are a hash of the coordinator's node id, so two
+// The low 6 bits are the coordinator's clock id, unique in the cluster
+// (picked at first join like tokens, gossiped, see clockid.go), so two
 // coordinators stamping in the same millisecond with the same counter
-// still produce different versions (unless their ids collide in 6 bits;
-// see docs/node.md). Part of the on-disk format; do not change.
+// still produce different versions. Part of the on-disk format; do not
+// change.
 const (
 	hlcNodeBits    = 6
 	hlcLogicalBits = 10
@@ -32,8 +32,9 @@ const (
 // concurrent use.
 type HLC struct {
 	clock lsm.Clock
-	node  uint64
-	mu    struct {
+	// node is the clock id stamped in the low bits.
+	node atomic.Uint64
+	mu   struct {
 		sync.Mutex
 		// last is the last clock value handed out or observed (without
 		// node bits).
@@ -42,10 +43,17 @@ type HLC struct {
 }
 
 // NewHLC returns a clock reading physical time from clock and stamping
-// nodeID's tie-break bits.
-func NewHLC(clock lsm.Clock, nodeID string) *HLC {
-	return &HLC{clock: clock, node: xxhash.Sum64String(nodeID) & hlcNodeMask}
+// clockID (0..63) in the tie-break bits.
+func NewHLC(clock lsm.Clock, clockID uint8) *HLC {
+	h := &HLC{clock: clock}
+	h.SetClockID(clockID)
+	return h
 }
+
+// SetClockID changes the tie-break bits of the versions Next returns from
+// now on (a node that re-picked its clock id). Versions keep increasing:
+// the clock part does.
+func (h *HLC) SetClockID(id uint8) { h.node.Store(uint64(id) & hlcNodeMask) }
 
 // Next returns a version greater than every version it returned or
 // observed before.
@@ -55,7 +63,7 @@ func (h *HLC) Next() uint64 {
 	c := max(phys, h.mu.last+1)
 	h.mu.last = c
 	h.mu.Unlock()
-	return c<<hlcNodeBits | h.node
+	return c<<hlcNodeBits | h.node.Load()
 }
 
 // Observe moves the clock past version v (a version a client saw, or one a

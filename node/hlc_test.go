@@ -22,7 +22,7 @@ func (c *manualClock) Advance(d time.Duration) {
 
 func TestHLCMonotonic(t *testing.T) {
 	clk := &manualClock{t: time.UnixMilli(1_700_000_000_000)}
-	h := NewHLC(clk, "n1")
+	h := NewHLC(clk, 1)
 	var last uint64
 	for i := range 5000 { // > 1024 in one millisecond: the counter carries
 		v := h.Next()
@@ -52,7 +52,7 @@ func TestHLCMonotonic(t *testing.T) {
 // back the version of its first.
 func TestHLCLastSeenVersion(t *testing.T) {
 	clk := &manualClock{t: time.UnixMilli(1_700_000_000_000)}
-	a, b := NewHLC(clk, "n1"), NewHLC(clk, "n2")
+	a, b := NewHLC(clk, 0), NewHLC(clk, 1)
 	for range 100 {
 		a.Next() // a is busier: its counter is ahead in this millisecond
 	}
@@ -64,15 +64,30 @@ func TestHLCLastSeenVersion(t *testing.T) {
 	if second := b.Next(); second <= first {
 		t.Fatalf("second write %d not above first %d after Observe", second, first)
 	}
-	// The dev cluster's ids (n1, n2, n3) get distinct tie-breaks.
-	c := NewHLC(clk, "n3")
-	if a.node == b.node || a.node == c.node || b.node == c.node {
-		t.Fatalf("tie-break bits of n1, n2, n3 collide: %d %d %d", a.node, b.node, c.node)
+	// Two coordinators in the same millisecond with the same counter: the
+	// distinct clock ids keep the versions distinct, and the client's
+	// last-seen version orders them either way round.
+	clk.Advance(time.Second)
+	x, y := NewHLC(clk, 5), NewHLC(clk, 6)
+	vx, vy := x.Next(), y.Next()
+	if vx>>hlcNodeBits != vy>>hlcNodeBits || vx == vy {
+		t.Fatalf("same ms and counter: %x %x", vx, vy)
+	}
+	x.Observe(vy)
+	if v := x.Next(); v <= vy {
+		t.Fatalf("x after observing y's %x: %x", vy, v)
+	}
+	// A clock id change (a re-pick after a collision) keeps versions
+	// increasing.
+	last := y.Next()
+	y.SetClockID(0)
+	if v := y.Next(); v <= last || v&hlcNodeMask != 0 {
+		t.Fatalf("after SetClockID(0): %x, last %x", v, last)
 	}
 }
 
 func TestHLCConcurrent(t *testing.T) {
-	h := NewHLC(&manualClock{t: time.UnixMilli(1)}, "n")
+	h := NewHLC(&manualClock{t: time.UnixMilli(1)}, 3)
 	var mu sync.Mutex
 	seen := map[uint64]bool{}
 	var wg sync.WaitGroup

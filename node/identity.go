@@ -14,14 +14,19 @@ import (
 )
 
 // identityFile holds what a node must keep across restarts: its id, its
-// tokens (fixed at first join, invariant 6) and its generation (increased
-// at every start, for the gossip heartbeats).
+// tokens (fixed at first join, invariant 6), its clock id (picked at first
+// join) and its generation (increased at every start, for the gossip
+// heartbeats).
 const identityFile = "node.json"
 
 type identity struct {
 	ID         string       `json:"id"`
 	Tokens     []ring.Token `json:"tokens,omitempty"`
 	Generation uint64       `json:"generation"`
+	// ClockID is the node's HLC tie-break, unique in the cluster
+	// (clockid.go); nil until first joined (and in data dirs of versions
+	// without clock ids).
+	ClockID *uint8 `json:"clock_id,omitempty"`
 }
 
 func loadIdentity(dir string) (identity, bool, error) {

@@ -72,7 +72,26 @@ var (
 	descHintsDelivered = prometheus.NewDesc("tierkv_hints_delivered_total", "Hints delivered to their replica.", nil, nil)
 	descHintsDropped   = prometheus.NewDesc("tierkv_hints_dropped_total", "Hints dropped: over hint_max_bytes or older than hint_window.", nil, nil)
 	descBacklog        = prometheus.NewDesc("tierkv_compaction_backlog_bytes", "Estimated bytes compactions must rewrite to catch up.", nil, nil)
-	descDisk           = prometheus.NewDesc("tierkv_disk_usage_bytes", "Bytes of tables and blob files by tier (local, remote).", []string{"tier"}, nil)
+	descDisk           = prometheus.NewDesc("tierkv_disk_usage_bytes", "Bytes of tables and blob files by tier: local (a local copy) or remote (only in the object store).", []string{"tier"}, nil)
+	descObjects        = prometheus.NewDesc("tierkv_tiering_objects", "Tables and blob files by tier: local (a local copy) or remote (only in the object store).", []string{"tier"}, nil)
+	descUpBytes        = prometheus.NewDesc("tierkv_tiering_upload_bytes_total", "Bytes uploaded to the object store (verified).", nil, nil)
+	descUploads        = prometheus.NewDesc("tierkv_tiering_uploads_total", "Objects uploaded to the object store (verified).", nil, nil)
+	descUpFailures     = prometheus.NewDesc("tierkv_tiering_upload_failures_total", "Failed object uploads (retried by the next pass).", nil, nil)
+	descUpPending      = prometheus.NewDesc("tierkv_tiering_uploads_pending", "Cold objects of the last upload pass not uploaded yet.", nil, nil)
+	descFbUpBytes      = prometheus.NewDesc("tierkv_tiering_fallback_upload_bytes_total", "Bytes written to the fallback object store.", nil, nil)
+	descDownBytes      = prometheus.NewDesc("tierkv_tiering_download_bytes_total", "Bytes of object data downloaded (both object stores).", nil, nil)
+	descGets           = prometheus.NewDesc("tierkv_tiering_get_requests_total", "Ranged GET requests for object data.", nil, nil)
+	descRemoteReads    = prometheus.NewDesc("tierkv_tiering_remote_reads_total", "Engine reads that needed object data from outside the kept metadata.", nil, nil)
+	descCacheHits      = prometheus.NewDesc("tierkv_tiering_cache_hits_total", "Remote data chunks served by the local disk cache.", nil, nil)
+	descCacheMisses    = prometheus.NewDesc("tierkv_tiering_cache_misses_total", "Remote data chunks not in the local disk cache (fetched).", nil, nil)
+	descCacheSize      = prometheus.NewDesc("tierkv_tiering_cache_size_bytes", "Bytes held by the local disk cache of remote data.", nil, nil)
+	descFbReads        = prometheus.NewDesc("tierkv_tiering_fallback_reads_total", "Reads sent to the fallback object store (primary failure or hedge).", nil, nil)
+	descHedged         = prometheus.NewDesc("tierkv_tiering_hedged_reads_total", "Reads hedged to the fallback because the primary was slow.", nil, nil)
+	descFbBytes        = prometheus.NewDesc("tierkv_tiering_fallback_read_bytes_total", "Bytes served by the fallback object store.", nil, nil)
+	descBackups        = prometheus.NewDesc("tierkv_tiering_backups_total", "Manifest backups uploaded.", nil, nil)
+	descBackupFailures = prometheus.NewDesc("tierkv_tiering_backup_failures_total", "Manifest backups that failed.", nil, nil)
+	descGCDeleted      = prometheus.NewDesc("tierkv_tiering_gc_deleted_objects_total", "Unreferenced objects deleted from the object store.", nil, nil)
+	descHydrated       = prometheus.NewDesc("tierkv_tiering_hydrated_bytes_total", "Bytes downloaded to local files by hydration.", nil, nil)
 	descStalls         = prometheus.NewDesc("tierkv_write_stalls_total", "Writes that waited for flushes or compactions.", nil, nil)
 	descPhi            = prometheus.NewDesc("tierkv_gossip_phi", "Phi accrual suspicion of each peer (Down above 8).", []string{"peer"}, nil)
 	descDown           = prometheus.NewDesc("tierkv_gossip_members_down", "Members the failure detector considers down.", nil, nil)
@@ -83,7 +102,10 @@ var (
 // Describe is part of the prometheus.Collector interface.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHintsPending, descHintsBytes, descHintsDelivered, descHintsDropped,
-		descBacklog, descDisk, descStalls, descPhi, descDown, descMembers, descConvergence} {
+		descBacklog, descDisk, descStalls, descPhi, descDown, descMembers, descConvergence,
+		descObjects, descUpBytes, descUploads, descUpFailures, descUpPending, descFbUpBytes, descDownBytes, descGets,
+		descRemoteReads, descCacheHits, descCacheMisses, descCacheSize, descFbReads, descHedged, descFbBytes,
+		descBackups, descBackupFailures, descGCDeleted, descHydrated} {
 		ch <- d
 	}
 }
@@ -98,13 +120,35 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHintsDropped, prometheus.CounterValue, float64(h.dropped.Load()))
 	em := n.db.Metrics()
 	ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(em.CompactionBacklog))
-	local := em.BlobBytes
-	for _, l := range em.Levels {
-		local += l.Size
+	tm := n.tier.Metrics()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	ch <- prometheus.MustNewConstMetric(descDisk, prometheus.GaugeValue, float64(local), "local")
-	// TODO(node): remote bytes come from tiering once it is wired.
-	ch <- prometheus.MustNewConstMetric(descDisk, prometheus.GaugeValue, 0, "remote")
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(descDisk, float64(tm.LocalBytes), "local")
+	gauge(descDisk, float64(tm.RemoteBytes), "remote")
+	gauge(descObjects, float64(tm.LocalObjects), "local")
+	gauge(descObjects, float64(tm.RemoteObjects), "remote")
+	counter(descUpBytes, tm.BytesUploaded)
+	counter(descUploads, tm.ObjectsUploaded)
+	counter(descUpFailures, tm.UploadFailures)
+	gauge(descUpPending, float64(tm.UploadsPending))
+	counter(descFbUpBytes, tm.FallbackBytesUploaded)
+	counter(descDownBytes, tm.BytesDownloaded)
+	counter(descGets, tm.GetOps)
+	counter(descRemoteReads, tm.RemoteReads)
+	counter(descCacheHits, tm.CacheHits)
+	counter(descCacheMisses, tm.CacheMisses)
+	gauge(descCacheSize, float64(tm.CacheSize))
+	counter(descFbReads, tm.FallbackReads)
+	counter(descHedged, tm.HedgedReads)
+	counter(descFbBytes, tm.FallbackBytes)
+	counter(descBackups, tm.Backups)
+	counter(descBackupFailures, tm.BackupFailures)
+	counter(descGCDeleted, tm.GCDeleted)
+	counter(descHydrated, tm.HydratedBytes)
 	ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(em.WriteStalls))
 	gm := n.g.Metrics()
 	for peer, phi := range gm.Phi {

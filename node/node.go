@@ -27,8 +27,10 @@ import (
 
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/objectstore"
 	"github.com/tierkv/tierkv/ring"
 	"github.com/tierkv/tierkv/ring/gossip"
+	"github.com/tierkv/tierkv/tiering"
 )
 
 // Node is a running tierkv server: engine, hint store, gossip membership,
@@ -40,10 +42,16 @@ type Node struct {
 	id    ring.NodeID
 	db    *lsm.DB
 	hints *hintStore
-	g     *gossip.Gossip
-	hlc   *HLC
-	reg   *prometheus.Registry
-	m     *metrics
+	// tier is the engine's objstorage.Provider: cold tables go to bucket.
+	tier          *tiering.Manager
+	bucket        objectstore.Bucket
+	fallback      objectstore.Bucket // nil: none
+	bucketDesc    string
+	bucketClosers []func() error
+	g             *gossip.Gossip
+	hlc           *HLC
+	reg           *prometheus.Registry
+	m             *metrics
 	// tp is the tracer provider, nil when tracing is off.
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
@@ -73,6 +81,13 @@ type Node struct {
 	}
 	closeOnce sync.Once
 	closeErr  error
+
+	// ident is the persisted identity once joined; mu serialises clock id
+	// changes and their persistence.
+	ident struct {
+		sync.Mutex
+		id identity
+	}
 
 	// applyHookForTesting, if set, runs before the Replica service applies
 	// a mutation (tests make replicas hang with it).
@@ -120,7 +135,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 		cfg:      c,
 		log:      c.Logger.With("node", c.ID),
 		id:       ring.NodeID(c.ID),
-		hlc:      NewHLC(c.Clock, c.ID),
+		hlc:      NewHLC(c.Clock, 0), // the clock id is set by join
 		inflight: make(chan struct{}, c.MaxInFlight),
 		stop:     make(chan struct{}),
 		kick:     make(chan struct{}, 1),
@@ -140,6 +155,17 @@ func Open(cfg *Config) (_ *Node, err error) {
 	if c.EngineOptions != nil {
 		eo = *c.EngineOptions
 	}
+	if err := n.openBuckets(); err != nil {
+		n.closeBuckets()
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { n.closeBuckets() })
+	engineDir := filepath.Join(c.DataDir, "data")
+	if err := n.openTiering(engineDir, eo.CompactionStrategy); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { n.tier.Close() })
+	eo.Provider = n.tier
 	eo.Logger = n.log
 	eo.Clock = c.Clock
 	eo.VersionTime = VersionTime
@@ -148,7 +174,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 	if c.MemTableSize > 0 {
 		eo.MemTableSize = c.MemTableSize
 	}
-	if n.db, err = lsm.Open(filepath.Join(c.DataDir, "data"), &eo); err != nil {
+	if n.db, err = lsm.Open(engineDir, &eo); err != nil {
 		return nil, fmt.Errorf("node: open engine: %w", err)
 	}
 	cleanup = append(cleanup, func() { n.db.Close() })
@@ -186,22 +212,32 @@ func Open(cfg *Config) (_ *Node, err error) {
 	if err := n.join(&ident); err != nil {
 		return nil, err
 	}
+	n.ident.id = ident
 	n.waitPeersUp()
 	go func() { n.serveErr <- n.grpcSrv.Serve(n.grpcLn) }()
 	go func() { n.serveErr <- n.httpSrv.Serve(n.httpLn) }()
 	cleanup = append(cleanup, func() { n.grpcSrv.Stop(); n.httpSrv.Close(); <-n.serveErr; <-n.serveErr })
 	n.unsub = n.g.Subscribe(func(ev gossip.Event) {
-		if ev.Type == gossip.EventUp {
+		switch ev.Type {
+		case gossip.EventUp:
 			n.resetBackoff(ev.Member.ID)
 			n.kickHints()
+		case gossip.EventJoin, gossip.EventUpdate:
+			if ev.Member.HasClockID {
+				n.checkClockID()
+			}
 		}
 	})
+	n.checkClockID() // members seen before the subscription
+	// Nothing fails after this point: the background uploads, backups and
+	// GC start only once the node is certain to run.
+	n.tier.Attach(n.db)
 	n.bg.Add(2)
 	go n.hintLoop()
 	go n.joinLoop()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	n.log.Info("node started", "http", n.HTTPAddr(), "grpc", n.GRPCAddr(), "gossip", n.GossipAddr(), "tokens", len(ident.Tokens))
+	n.log.Info("node started", "http", n.HTTPAddr(), "grpc", n.GRPCAddr(), "gossip", n.GossipAddr(), "tokens", len(ident.Tokens), "object_store", n.bucketDesc)
 	return n, nil
 }
 
@@ -248,6 +284,9 @@ func (n *Node) startGossip(ident identity) error {
 	gc.HTTPAddr = n.advertise(n.httpLn.Addr())
 	gc.Generation = ident.Generation
 	gc.Tokens = ident.Tokens
+	if ident.ClockID != nil {
+		gc.HasClockID, gc.ClockID = true, *ident.ClockID
+	}
 	gc.State = ring.StateJoining
 	if len(ident.Tokens) > 0 {
 		gc.State = ring.StateNormal
@@ -280,21 +319,7 @@ func (n *Node) join(ident *identity) error {
 			n.log.Info("joined", "reached", k)
 		}
 	}
-	if len(ident.Tokens) > 0 {
-		return nil
-	}
-	tokens, err := n.g.Ring().AllocateTokens(n.id)
-	if err != nil {
-		return fmt.Errorf("node: allocate tokens: %w", err)
-	}
-	ident.Tokens = tokens
-	if err := saveIdentity(n.cfg.DataDir, *ident); err != nil {
-		return fmt.Errorf("node: save tokens: %w", err)
-	}
-	if err := n.g.SetTokens(tokens); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	return n.g.SetState(ring.StateNormal)
+	return n.takeIdentity(ident)
 }
 
 // waitPeersUp waits, for a bounded time, until the failure detector has
@@ -499,7 +524,8 @@ func (n *Node) joinLoop() {
 
 // Close shuts the node down gracefully: it stops accepting requests,
 // drains in-flight ones (up to ShutdownTimeout), stops gossip, flushes
-// the engine and closes it. It is idempotent.
+// the engine, uploads a final manifest backup (bounded by ShutdownTimeout
+// too), and closes the engine, tiering and the buckets. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
 	return n.closeErr
@@ -539,8 +565,15 @@ func (n *Node) close() error {
 	if err := n.db.Flush(); err != nil && !errors.Is(err, lsm.ErrClosed) {
 		errs = append(errs, err)
 	}
-	// TODO(node): upload the manifest backup once tiering is wired.
-	errs = append(errs, n.hints.close(), n.db.Close(), n.stopTracing(ctx))
+	// The final manifest backup: a replacement restores from it. Its own
+	// budget, since the drain may have used up ctx's.
+	bctx, bcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	if err := n.tier.Shutdown(bctx); err != nil {
+		n.log.Warn("final manifest backup failed; the previous backups stand", "err", err)
+		errs = append(errs, fmt.Errorf("node: final manifest backup: %w", err))
+	}
+	bcancel()
+	errs = append(errs, n.hints.close(), n.db.Close(), n.tier.Close(), n.closeBuckets(), n.stopTracing(ctx))
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
 }

@@ -35,7 +35,7 @@ func (s stringList) Set(v string) error {
 
 // bindConfig defines one flag per setting of cfg, with cfg's current values
 // as defaults. The YAML key of a flag is its name with '_' for '-'
-// (object_store.* nested); its environment variable is TIERKV_ and the
+// (object_store.* and tiering.* nested); its environment variable is TIERKV_ and the
 // upper-cased name with '_' for '-'.
 func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "node id, permanent (default: the id in data-dir, or a new random one)")
@@ -61,13 +61,25 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.DurationVar(&cfg.HintReplayInterval, "hint-replay-interval", cfg.HintReplayInterval, "how often pending hints are offered to live replicas")
 	fs.Int64Var(&cfg.MemTableSize, "memtable-size", cfg.MemTableSize, "engine memtable size in bytes")
 	fs.StringVar(&cfg.ObjectStore.Type, "object-store-type", cfg.ObjectStore.Type, "tiering bucket: filesystem (embedded default) or s3 (AWS S3, MinIO)")
-	fs.StringVar(&cfg.ObjectStore.Dir, "object-store-dir", cfg.ObjectStore.Dir, "filesystem bucket directory (default: data-dir/bucket)")
+	fs.StringVar(&cfg.ObjectStore.Dir, "object-store-dir", cfg.ObjectStore.Dir, "filesystem bucket directory (default: data-dir/bucket; nodes may share one)")
+	fs.StringVar(&cfg.ObjectStore.FallbackDir, "object-store-fallback-dir", cfg.ObjectStore.FallbackDir, "optional filesystem bucket receiving a copy of every uploaded object; reads fall back to it when the bucket fails (empty: none)")
 	fs.StringVar(&cfg.ObjectStore.Endpoint, "object-store-endpoint", cfg.ObjectStore.Endpoint, "S3 endpoint URL (empty: AWS)")
 	fs.StringVar(&cfg.ObjectStore.Bucket, "object-store-bucket", cfg.ObjectStore.Bucket, "S3 bucket")
 	fs.StringVar(&cfg.ObjectStore.Region, "object-store-region", cfg.ObjectStore.Region, "S3 region")
 	fs.StringVar(&cfg.ObjectStore.AccessKey, "object-store-access-key", cfg.ObjectStore.AccessKey, "S3 access key (empty: the SDK's default credential chain)")
 	fs.StringVar(&cfg.ObjectStore.SecretKey, "object-store-secret-key", cfg.ObjectStore.SecretKey, "S3 secret key")
 	fs.BoolVar(&cfg.ObjectStore.PathStyle, "object-store-path-style", cfg.ObjectStore.PathStyle, "path-style S3 addressing (MinIO)")
+	t := &cfg.Tiering
+	fs.IntVar(&t.ColdLevel, "tiering-cold-level", t.ColdLevel, "tables at this engine level or deeper are moved to the object store (leveled compaction; -1: none)")
+	fs.DurationVar(&t.ColdAge, "tiering-cold-age", t.ColdAge, "size-tiered compaction: tables older than this are moved to the object store (0: 24h; negative: none)")
+	fs.DurationVar(&t.BlobColdAge, "tiering-blob-cold-age", t.BlobColdAge, "blob files (large values) older than this are moved to the object store (0: 24h; negative: none)")
+	fs.Int64Var(&t.CacheSize, "tiering-cache-size", t.CacheSize, "local disk cache of remote data in bytes (0: 1 GiB; negative: no cache)")
+	fs.DurationVar(&t.UploadInterval, "tiering-upload-interval", t.UploadInterval, "how often cold tables are uploaded (0: 30s)")
+	fs.Int64Var(&t.UploadRate, "tiering-upload-rate", t.UploadRate, "upload bandwidth bound in bytes/s (0: unlimited)")
+	fs.DurationVar(&t.BackupInterval, "tiering-backup-interval", t.BackupInterval, "how often a manifest backup is uploaded and garbage collection runs (0: 10m)")
+	fs.IntVar(&t.BackupRetention, "tiering-backup-retention", t.BackupRetention, "manifest backups kept (0: 3)")
+	fs.DurationVar(&t.GCDelay, "tiering-gc-delay", t.GCDelay, "how long an object stays unreferenced before garbage collection deletes it (0: 1h)")
+	fs.DurationVar(&t.HedgeDelay, "tiering-hedge-delay", t.HedgeDelay, "a remote read not answered within this is also sent to the fallback bucket (0: no hedging)")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", cfg.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: tracing off)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long shutdown drains in-flight requests")
 }
@@ -75,6 +87,9 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 func yamlKey(flagName string) string {
 	if k, ok := strings.CutPrefix(flagName, "object-store-"); ok {
 		return "object_store." + strings.ReplaceAll(k, "-", "_")
+	}
+	if k, ok := strings.CutPrefix(flagName, "tiering-"); ok {
+		return "tiering." + strings.ReplaceAll(k, "-", "_")
 	}
 	return strings.ReplaceAll(flagName, "-", "_")
 }

@@ -38,6 +38,11 @@ hint_window: 90m
 object_store:
   type: s3
   bucket: b
+  endpoint: http://127.0.0.1:9000
+  fallback_dir: /fb
+tiering:
+  cold_level: 2
+  upload_interval: 5s
 `
 	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -51,7 +56,8 @@ object_store:
 		strings.Join(cfg.Seeds, ",") != "a:1,b:2" || cfg.ReplicationFactor != 5 ||
 		cfg.ReadConsistency != node.Quorum || cfg.WriteConsistency != node.All ||
 		cfg.HintWindow != 90*time.Minute || cfg.ObjectStore.Type != "s3" || cfg.ObjectStore.Bucket != "b" ||
-		cfg.GRPCAddr != "0.0.0.0:9090" {
+		cfg.GRPCAddr != "0.0.0.0:9090" || cfg.ObjectStore.FallbackDir != "/fb" ||
+		cfg.Tiering.ColdLevel != 2 || cfg.Tiering.UploadInterval != 5*time.Second {
 		t.Fatalf("config %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -98,7 +104,9 @@ func TestServeHelp(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, s := range []string{"--data-dir (yaml data_dir, env TIERKV_DATA_DIR", "--object-store-bucket (yaml object_store.bucket, env TIERKV_OBJECT_STORE_BUCKET",
-		"--hint-window (yaml hint_window, env TIERKV_HINT_WINDOW, default 3h0m0s)", "--config (env TIERKV_CONFIG"} {
+		"--hint-window (yaml hint_window, env TIERKV_HINT_WINDOW, default 3h0m0s)", "--config (env TIERKV_CONFIG",
+		"--tiering-cold-level (yaml tiering.cold_level, env TIERKV_TIERING_COLD_LEVEL, default 5)",
+		"--object-store-fallback-dir (yaml object_store.fallback_dir, env TIERKV_OBJECT_STORE_FALLBACK_DIR"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("--help lacks %q:\n%s", s, out.String())
 		}

@@ -14,9 +14,10 @@ import (
 	"github.com/tierkv/tierkv/node"
 )
 
-// dev runs three nodes in this process on 127.0.0.1 with the filesystem
-// object store under one data directory, prints the endpoints and an
-// example curl, and stops them cleanly on Ctrl-C.
+// dev runs three nodes in this process on 127.0.0.1 with one filesystem
+// object store (<dir>/bucket) shared by the nodes, so that a replacement
+// node could restore from it; it prints the endpoints, the bucket and an
+// example curl, and stops the nodes cleanly on Ctrl-C.
 func dev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := flag.NewFlagSet("tierkv dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -102,6 +103,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 	}
 	fmt.Fprintf(stdout, "tierkv dev: %d nodes on 127.0.0.1, data in %s\n", len(running), *dir)
+	fmt.Fprintf(stdout, "  object store (shared by the nodes, objects under <node id>/): %s\n", filepath.Join(*dir, "bucket"))
 	for _, n := range running {
 		fmt.Fprintf(stdout, "  %s  http://%s  grpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.GRPCAddr(), n.GossipAddr())
 	}

@@ -91,7 +91,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		fmt.Fprintf(stderr, "tierkv serve: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "tierkv node %s serving http=%s grpc=%s gossip=%s\n", n.ID(), n.HTTPAddr(), n.GRPCAddr(), n.GossipAddr())
+	fmt.Fprintf(stdout, "tierkv node %s serving http=%s grpc=%s gossip=%s object store: %s\n", n.ID(), n.HTTPAddr(), n.GRPCAddr(), n.GossipAddr(), n.BucketDescription())
 	<-ctx.Done()
 	log.Info("shutting down")
 	if err := n.Close(); err != nil {

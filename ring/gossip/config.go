@@ -31,6 +31,11 @@ type Config struct {
 	// a replacement taking over a dead member's id). A new member leaves it
 	// empty and calls SetTokens after joining.
 	Tokens []ring.Token
+	// HasClockID and ClockID are the member's clock id if it has one
+	// already (a restart); a new member picks one after joining and calls
+	// SetClockID.
+	HasClockID bool
+	ClockID    uint8
 
 	// BindAddr and BindPort are where memberlist listens (UDP and TCP).
 	// Port 0 picks a free port. Ignored when Transport is set.
@@ -183,6 +188,7 @@ func (c *Config) meta() Meta {
 	return Meta{
 		ID: c.ID, Zone: c.Zone, RPCAddr: c.RPCAddr, HTTPAddr: c.HTTPAddr,
 		State: c.State, Generation: c.Generation, ChangedAt: c.Clock.Now().UnixMilli(),
-		Tokens: append([]ring.Token(nil), c.Tokens...),
+		Tokens:     append([]ring.Token(nil), c.Tokens...),
+		HasClockID: c.HasClockID, ClockID: c.ClockID,
 	}
 }

@@ -194,6 +194,10 @@ type Gossip struct {
 		left    map[ring.NodeID]uint64
 		prop    PropagationStats
 		propSum time.Duration
+		// prev is the metadata peers held for this member's id from an
+		// older generation, learned at Join (see Predecessor).
+		prev    Meta
+		hasPrev bool
 	}
 
 	disp      dispatcher
@@ -236,6 +240,7 @@ func New(cfg *Config) (*Gossip, error) {
 	}
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*eventDelegate)(g)
+	mc.Merge = (*mergeDelegate)(g)
 	mc.Label = c.Label
 	mc.SkipInboundLabelCheck = false
 	if len(c.SecretKeys) > 0 {
@@ -360,6 +365,62 @@ func (g *Gossip) SetTokens(tokens []ring.Token) error {
 		m.Tokens = slices.Clone(tokens)
 		return nil
 	})
+}
+
+// SetClockID sets or changes this member's clock id (the node layer's HLC
+// tie-break, 0..MaxClockID) and gossips it. Unlike tokens it may change: a
+// member that finds another live member with the same clock id picks a new
+// one.
+func (g *Gossip) SetClockID(id uint8) error {
+	if id > MaxClockID {
+		return fmt.Errorf("gossip: clock id %d above %d", id, MaxClockID)
+	}
+	return g.updateSelf(g.cfg.Memberlist.TCPTimeout, func(m *Meta) error {
+		m.HasClockID, m.ClockID = true, id
+		return nil
+	})
+}
+
+// Predecessor returns the metadata that peers held, when this member
+// joined, for its own id from another generation (normally an older one):
+// the member's previous process, or the dead member that a replacement
+// with the same id takes over. A replacement with an empty data directory learns its tokens and
+// clock id from it. It is learned from the push/pull exchanges of Join; ok
+// is false if no peer knew the id.
+func (g *Gossip) Predecessor() (m Meta, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m = g.mu.prev
+	m.Tokens = slices.Clone(m.Tokens)
+	return m, g.mu.hasPrev
+}
+
+// mergeDelegate implements memberlist.MergeDelegate: it never cancels a
+// merge, and records what the peer says about this member's own id.
+type mergeDelegate Gossip
+
+var _ memberlist.MergeDelegate = (*mergeDelegate)(nil)
+
+// NotifyMerge is part of the memberlist.MergeDelegate interface.
+func (d *mergeDelegate) NotifyMerge(peers []*memberlist.Node) error {
+	g := (*Gossip)(d)
+	for _, p := range peers {
+		if p.Name != string(g.cfg.ID) {
+			continue
+		}
+		var m Meta
+		// NB: not only older generations: a replacement on a host whose
+		// clock is behind may start with a lower one.
+		if err := m.UnmarshalBinary(p.Meta); err != nil || m.ID != g.cfg.ID || m.Generation == g.cfg.Generation {
+			continue
+		}
+		g.mu.Lock()
+		if !g.mu.hasPrev || m.Generation > g.mu.prev.Generation {
+			g.mu.prev, g.mu.hasPrev = m, true
+		}
+		g.mu.Unlock()
+	}
+	return nil
 }
 
 // Leave announces that this member leaves the cluster for good: it gossips

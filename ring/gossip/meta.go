@@ -35,6 +35,13 @@ type Meta struct {
 	// Tokens are the member's ring tokens, empty until it has allocated
 	// them.
 	Tokens []ring.Token
+	// HasClockID says whether the member has a clock id (members of format
+	// version 1, and new members until they picked one, have none).
+	HasClockID bool
+	// ClockID is the member's cluster-unique index in [0, MaxClockID]: the
+	// node layer stamps it in the low bits of every version (the HLC
+	// tie-break). Like tokens, it belongs to the member's id.
+	ClockID uint8
 }
 
 // Limits on metadata fields; together with MaxTokens they keep an encoded
@@ -48,11 +55,15 @@ const (
 	MaxAddrLen = 64
 	// MaxTokens bounds len(Meta.Tokens).
 	MaxTokens = 32
+	// MaxClockID bounds Meta.ClockID (6 bits).
+	MaxClockID = 63
 )
 
 // Format constants. NB: part of the wire format; do not change.
 const (
-	metaVersion   = 1
+	metaVersion1  = 1 // no clock id byte
+	metaVersion   = 2
+	noClockID     = 0xff // the clock id byte of a member without one
 	msgHeartbeat  = 1
 	msgLeft       = 2
 	maxMetaSize   = 512 // memberlist.MetaMaxSize
@@ -78,16 +89,18 @@ func (m *Meta) Validate() error {
 		return fmt.Errorf("gossip: invalid state %v", m.State)
 	case len(m.Tokens) > MaxTokens:
 		return fmt.Errorf("gossip: %d tokens, at most %d fit in the metadata", len(m.Tokens), MaxTokens)
+	case m.HasClockID && m.ClockID > MaxClockID:
+		return fmt.Errorf("gossip: clock id %d above %d", m.ClockID, MaxClockID)
 	}
 	return nil
 }
 
-// MarshalBinary encodes m:
+// MarshalBinary encodes m (format version 2):
 //
-//	+---------+-------+------------------+-----------------+
-//	| version | state | generation uvar  | changedAt varint|
-//	|   u8=1  |  u8   |                  |                 |
-//	+---------+-------+------------------+-----------------+
+//	+---------+-------+----------+------------------+-----------------+
+//	| version | state | clock id | generation uvar  | changedAt varint|
+//	|   u8=2  |  u8   | u8 (*)   |                  |                 |
+//	+---------+-------+----------+------------------+-----------------+
 //	| id, zone, rpc, http: uvarint length + bytes each      |
 //	+------------------------------------------------------+
 //	| token count uvarint | tokens, 8 bytes big-endian each |
@@ -95,13 +108,21 @@ func (m *Meta) Validate() error {
 //	| CRC-32C of everything above, 4 bytes big-endian       |
 //	+------------------------------------------------------+
 //
+// (*) 0..MaxClockID, or 0xFF for none. Version 1 is the same without the
+// clock id byte; UnmarshalBinary reads both (a version 1 member has no
+// clock id). The largest metadata is 512 bytes, memberlist's limit.
+//
 // NB: part of the wire format; a change needs a new version byte.
 func (m *Meta) MarshalBinary() ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 0, 128+8*len(m.Tokens))
-	b = append(b, metaVersion, byte(m.State))
+	clock := byte(noClockID)
+	if m.HasClockID {
+		clock = m.ClockID
+	}
+	b = append(b, metaVersion, byte(m.State), clock)
 	b = binary.AppendUvarint(b, m.Generation)
 	b = binary.AppendVarint(b, m.ChangedAt)
 	for _, s := range []string{string(m.ID), m.Zone, m.RPCAddr, m.HTTPAddr} {
@@ -184,11 +205,21 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w: metadata checksum mismatch", ErrCorrupt)
 	}
 	d := decoder{b: body}
-	if v := d.byte("version"); v != metaVersion {
+	v := d.byte("version")
+	if v != metaVersion && v != metaVersion1 {
 		return fmt.Errorf("%w: unknown metadata version %d", ErrCorrupt, v)
 	}
 	var out Meta
 	out.State = ring.State(d.byte("state"))
+	if v >= metaVersion {
+		switch c := d.byte("clock id"); {
+		case c == noClockID:
+		case c <= MaxClockID:
+			out.HasClockID, out.ClockID = true, c
+		default:
+			d.fail("clock id")
+		}
+	}
 	out.Generation = d.uvarint("generation")
 	out.ChangedAt = d.varint("changedAt")
 	out.ID = ring.NodeID(d.str("id", MaxIDLen))
@@ -217,7 +248,7 @@ func (m *Meta) UnmarshalBinary(b []byte) error {
 func (m *Meta) Equal(o *Meta) bool {
 	return m.ID == o.ID && m.Zone == o.Zone && m.RPCAddr == o.RPCAddr && m.HTTPAddr == o.HTTPAddr &&
 		m.State == o.State && m.Generation == o.Generation && m.ChangedAt == o.ChangedAt &&
-		slices.Equal(m.Tokens, o.Tokens)
+		slices.Equal(m.Tokens, o.Tokens) && m.HasClockID == o.HasClockID && m.ClockID == o.ClockID
 }
 
 // heartbeat is a gossiped message about a member, re-gossiped once by every

@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"strings"
 	"testing"
 
@@ -12,7 +14,70 @@ func sampleMeta() Meta {
 	return Meta{
 		ID: "n1", Zone: "us-east-1a", RPCAddr: "10.0.0.1:7000", HTTPAddr: "10.0.0.1:8080",
 		State: ring.StateNormal, Generation: 42, ChangedAt: 1_700_000_000_123,
-		Tokens: []ring.Token{1, 1 << 40, ^ring.Token(0)},
+		Tokens:     []ring.Token{1, 1 << 40, ^ring.Token(0)},
+		HasClockID: true, ClockID: 7,
+	}
+}
+
+// encodeV1 is the version 1 encoding (before clock ids), as members of
+// that version gossip it.
+func encodeV1(m *Meta) []byte {
+	b := []byte{metaVersion1, byte(m.State)}
+	b = binary.AppendUvarint(b, m.Generation)
+	b = binary.AppendVarint(b, m.ChangedAt)
+	for _, s := range []string{string(m.ID), m.Zone, m.RPCAddr, m.HTTPAddr} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Tokens)))
+	for _, t := range m.Tokens {
+		b = binary.BigEndian.AppendUint64(b, uint64(t))
+	}
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+// TestMetaClockID: the clock id round-trips (present, absent, 0 and the
+// maximum), version 1 metadata still decodes (without a clock id), and a
+// clock id byte out of range is corrupt.
+func TestMetaClockID(t *testing.T) {
+	for _, c := range []struct {
+		has bool
+		id  uint8
+	}{{false, 0}, {true, 0}, {true, 1}, {true, MaxClockID}} {
+		m := sampleMeta()
+		m.HasClockID, m.ClockID = c.has, c.id
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Meta
+		if err := got.UnmarshalBinary(b); err != nil || !got.Equal(&m) {
+			t.Fatalf("%+v: round trip %+v, %v", c, got, err)
+		}
+	}
+	m := sampleMeta()
+	m.ClockID = MaxClockID + 1
+	if _, err := m.MarshalBinary(); err == nil {
+		t.Fatal("clock id 64 encoded")
+	}
+	// Version 1: no clock id.
+	m = sampleMeta()
+	var got Meta
+	if err := got.UnmarshalBinary(encodeV1(&m)); err != nil {
+		t.Fatal(err)
+	}
+	m.HasClockID, m.ClockID = false, 0
+	if !got.Equal(&m) {
+		t.Fatalf("version 1: %+v != %+v", got, m)
+	}
+	// A clock id byte in (63, 0xff) is corrupt, even with a good CRC.
+	m = sampleMeta()
+	b, _ := m.MarshalBinary()
+	b = b[:len(b)-4]
+	b[2] = 64
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+	if err := got.UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("clock id 64: %v", err)
 	}
 }
 
@@ -34,7 +99,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		ID: ring.NodeID(strings.Repeat("i", MaxIDLen)), Zone: strings.Repeat("z", MaxZoneLen),
 		RPCAddr: strings.Repeat("r", MaxAddrLen), HTTPAddr: strings.Repeat("h", MaxAddrLen),
 		State: ring.StateLeaving, Generation: ^uint64(0), ChangedAt: -1 << 63,
-		Tokens: make([]ring.Token, MaxTokens),
+		Tokens: make([]ring.Token, MaxTokens), HasClockID: true, ClockID: MaxClockID,
 	}
 	if b, err := big.MarshalBinary(); err != nil || len(b) > 512 {
 		t.Fatalf("largest meta: %d bytes, %v", len(b), err)
@@ -84,6 +149,10 @@ func FuzzMeta(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{})
 	f.Add(b[:len(b)-4])
+	f.Add(encodeV1(&m)) // version 1 (no clock id) re-encodes as version 2
+	m.HasClockID = false
+	b, _ = m.MarshalBinary()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Meta
 		if err := m.UnmarshalBinary(b); err != nil {
