@@ -54,6 +54,25 @@ func AppendDigests(dst []byte, ds []KeyDigest) []byte {
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
 }
 
+// uvarint is binary.Uvarint that also rejects non-minimal encodings (such
+// as 0x80 0x00 for 0), so that a list has exactly one encoding. It returns
+// n <= 0 for bad bytes.
+func uvarint(b []byte) (uint64, int) {
+	v, n := binary.Uvarint(b)
+	if n > 0 && n != uvarintLen(v) {
+		return 0, -1
+	}
+	return v, n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
 // DecodeDigests decodes a list encoded by AppendDigests. The keys it returns
 // do not alias b. Bad bytes (checksum, truncation, unknown format or flags,
 // keys not strictly increasing or longer than 64 KiB) give an error wrapping
@@ -70,7 +89,7 @@ func DecodeDigests(b []byte) ([]KeyDigest, error) {
 		return nil, fmt.Errorf("%w: unknown format %d", ErrCorruptDigests, body[0])
 	}
 	p := body[1:]
-	count, n := binary.Uvarint(p)
+	count, n := uvarint(p)
 	if n <= 0 {
 		return nil, fmt.Errorf("%w: bad count", ErrCorruptDigests)
 	}
@@ -82,12 +101,12 @@ func DecodeDigests(b []byte) ([]KeyDigest, error) {
 	out := make([]KeyDigest, 0, count)
 	var prev []byte
 	for i := uint64(0); i < count; i++ {
-		shared, n := binary.Uvarint(p)
+		shared, n := uvarint(p)
 		if n <= 0 {
 			return nil, fmt.Errorf("%w: digest %d: bad shared length", ErrCorruptDigests, i)
 		}
 		p = p[n:]
-		suffix, n := binary.Uvarint(p)
+		suffix, n := uvarint(p)
 		if n <= 0 {
 			return nil, fmt.Errorf("%w: digest %d: bad suffix length", ErrCorruptDigests, i)
 		}
