@@ -51,19 +51,31 @@ func level(c kvv1.Consistency) (Consistency, error) {
 	return 0, errorf(ErrInvalidArgument, "unknown consistency level %d (want ONE, QUORUM or ALL)", c)
 }
 
-// Put is part of the kvv1.KVServer interface.
-func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+// begin admits a request: it takes an in-flight slot, decodes the
+// consistency level and applies the request deadline. On success the caller
+// must call done; on failure err is already a gRPC status and nothing was
+// taken.
+func (s *kvServer) begin(ctx context.Context, cl kvv1.Consistency) (context.Context, Consistency, func(), error) {
 	release, err := s.n.acquire()
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, 0, nil, toStatus(err)
 	}
-	defer release()
-	c, err := level(req.Consistency)
+	c, err := level(cl)
 	if err != nil {
-		return nil, toStatus(err)
+		release()
+		return nil, 0, nil, toStatus(err)
 	}
 	ctx, cancel := s.n.requestContext(ctx)
-	defer cancel()
+	return ctx, c, func() { cancel(); release() }, nil
+}
+
+// Put is part of the kvv1.KVServer interface.
+func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	ctx, c, done, err := s.begin(ctx, req.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	v, err := s.n.Put(ctx, req.Key, req.Value, c, req.LastVersion)
 	if err != nil {
 		return nil, toStatus(err)
@@ -73,17 +85,11 @@ func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResp
 
 // Get is part of the kvv1.KVServer interface.
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
-	release, err := s.n.acquire()
+	ctx, c, done, err := s.begin(ctx, req.Consistency)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	defer release()
-	c, err := level(req.Consistency)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	ctx, cancel := s.n.requestContext(ctx)
-	defer cancel()
+	defer done()
 	val, v, err := s.n.Get(ctx, req.Key, c)
 	if err != nil {
 		return nil, toStatus(err)
@@ -93,17 +99,11 @@ func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResp
 
 // Delete is part of the kvv1.KVServer interface.
 func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
-	release, err := s.n.acquire()
+	ctx, c, done, err := s.begin(ctx, req.Consistency)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	defer release()
-	c, err := level(req.Consistency)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	ctx, cancel := s.n.requestContext(ctx)
-	defer cancel()
+	defer done()
 	v, err := s.n.Delete(ctx, req.Key, c, req.LastVersion)
 	if err != nil {
 		return nil, toStatus(err)
