@@ -149,6 +149,18 @@ type TieringConfig struct {
 	HedgeDelay time.Duration `yaml:"hedge_delay"`
 }
 
+// AntiEntropyConfig tunes anti-entropy (docs/antientropy.md).
+type AntiEntropyConfig struct {
+	// Interval is the time between the end of a periodic repair pass and
+	// the start of the next. Default 1 h; negative: no periodic passes
+	// (POST /v1/admin/repair still runs one).
+	Interval time.Duration `yaml:"interval"`
+	// Rate bounds the bytes per second a repair moves (digests received,
+	// keys fetched and pushed, ranges streamed). Default 32 MiB/s;
+	// negative: unlimited.
+	Rate int64 `yaml:"rate"`
+}
+
 // Config configures a Node. Build it from DefaultConfig or LocalConfig;
 // zero fields are filled by EnsureDefaults. It is frozen by Open.
 type Config struct {
@@ -212,6 +224,15 @@ type Config struct {
 	// HintReplayInterval is how often pending hints are offered to
 	// replicas that are up. Default 10 s; LocalConfig 200 ms.
 	HintReplayInterval time.Duration `yaml:"hint_replay_interval"`
+
+	// TombstoneGracePeriod is how long a tombstone is kept before the
+	// engine may purge it. A replica away for longer than this must be
+	// rebuilt (replace), not repaired: anti-entropy never copies older
+	// entries onto a replica that holds nothing of their key
+	// (docs/antientropy.md). Default 10 days (Cassandra's gc_grace_seconds).
+	TombstoneGracePeriod time.Duration `yaml:"tombstone_grace_period"`
+	// AntiEntropy tunes Merkle-tree repair between replicas.
+	AntiEntropy AntiEntropyConfig `yaml:"anti_entropy"`
 
 	// MemTableSize is the engine's memtable size in bytes. Default 64 MiB.
 	MemTableSize int64 `yaml:"memtable_size"`
@@ -332,6 +353,15 @@ func (c *Config) EnsureDefaults() *Config {
 	if c.HintReplayInterval == 0 {
 		c.HintReplayInterval = d.HintReplayInterval
 	}
+	if c.TombstoneGracePeriod == 0 {
+		c.TombstoneGracePeriod = 10 * 24 * time.Hour
+	}
+	if c.AntiEntropy.Interval == 0 {
+		c.AntiEntropy.Interval = time.Hour
+	}
+	if c.AntiEntropy.Rate == 0 {
+		c.AntiEntropy.Rate = 32 << 20
+	}
 	if c.ObjectStore.Type == "" {
 		c.ObjectStore.Type = "filesystem"
 	}
@@ -387,6 +417,10 @@ func (c *Config) Validate() error {
 	}
 	if c.HintWindow <= 0 || c.HintMaxBytes <= 0 || c.HintReplayInterval <= 0 {
 		errs = append(errs, errors.New("node: hint_window, hint_max_bytes and hint_replay_interval must be positive"))
+	}
+	if c.TombstoneGracePeriod < 2*time.Hour {
+		// antientropy's GraceMargin is 1 h.
+		errs = append(errs, fmt.Errorf("node: tombstone_grace_period %v must be at least 2h", c.TombstoneGracePeriod))
 	}
 	if c.MemTableSize < 0 {
 		errs = append(errs, errors.New("node: memtable_size must not be negative"))

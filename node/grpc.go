@@ -24,6 +24,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	s := grpc.NewServer(opts...)
 	kvv1.RegisterKVServer(s, &kvServer{n: n})
 	kvv1.RegisterReplicaServer(s, &replicaServer{n: n})
+	kvv1.RegisterRepairServer(s, &repairServer{n: n})
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, n.health)

@@ -18,6 +18,7 @@ import (
 //	GET      /v1/topology                         → the ring (JSON)
 //	GET      /metrics                             → Prometheus
 //	GET      /healthz                             → 200 while serving
+//	POST|GET /v1/admin/...                        → admin.go
 //
 // Request headers: X-Consistency-Level (ONE, QUORUM, ALL), X-Last-Version
 // (writes: the highest version the client saw). Errors are JSON
@@ -45,6 +46,7 @@ func (n *Node) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "serving", "id": n.ID()})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	n.adminRoutes(mux)
 	return n.tracingHTTPHandler(mux)
 }
 

@@ -96,6 +96,14 @@ var (
 	descPhi            = prometheus.NewDesc("tierkv_gossip_phi", "Phi accrual suspicion of each peer (Down above 8).", []string{"peer"}, nil)
 	descDown           = prometheus.NewDesc("tierkv_gossip_members_down", "Members the failure detector considers down.", nil, nil)
 	descMembers        = prometheus.NewDesc("tierkv_gossip_members", "Members by gossiped state.", []string{"state"}, nil)
+	descAEPasses       = prometheus.NewDesc("tierkv_antientropy_passes_total", "Finished anti-entropy passes (periodic and triggered).", nil, nil)
+	descAEFailedPairs  = prometheus.NewDesc("tierkv_antientropy_failed_pairs_total", "(peer, range) pairs of anti-entropy passes that failed.", nil, nil)
+	descAEPairs        = prometheus.NewDesc("tierkv_antientropy_pass_pairs", "(peer, range) pairs of the running or last pass: total and done (progress).", []string{"stat"}, nil)
+	descAERunning      = prometheus.NewDesc("tierkv_antientropy_running", "1 while an anti-entropy pass runs.", nil, nil)
+	descAEKeys         = prometheus.NewDesc("tierkv_antientropy_keys_total", "Keys anti-entropy copied, by direction: fetched from or pushed to a peer.", []string{"direction"}, nil)
+	descAEBytes        = prometheus.NewDesc("tierkv_antientropy_bytes_total", "Bytes of keys and values anti-entropy copied, by direction.", []string{"direction"}, nil)
+	descAERanges       = prometheus.NewDesc("tierkv_antientropy_ranges_total", "Ranges compared by anti-entropy, by result: in_sync, repaired (differed) or failed.", []string{"result"}, nil)
+	descAELastEnd      = prometheus.NewDesc("tierkv_antientropy_last_pass_end_timestamp_seconds", "When the last anti-entropy pass ended (0: none yet).", nil, nil)
 	descConvergence    = prometheus.NewDesc("tierkv_gossip_convergence_seconds", "Delay of state changes reaching this member (gossip convergence): last, max, mean.", []string{"stat"}, nil)
 )
 
@@ -105,7 +113,8 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descBacklog, descDisk, descStalls, descPhi, descDown, descMembers, descConvergence,
 		descObjects, descUpBytes, descUploads, descUpFailures, descUpPending, descFbUpBytes, descDownBytes, descGets,
 		descRemoteReads, descCacheHits, descCacheMisses, descCacheSize, descFbReads, descHedged, descFbBytes,
-		descBackups, descBackupFailures, descGCDeleted, descHydrated} {
+		descBackups, descBackupFailures, descGCDeleted, descHydrated,
+		descAEPasses, descAEFailedPairs, descAEPairs, descAERunning, descAEKeys, descAEBytes, descAERanges, descAELastEnd} {
 		ch <- d
 	}
 }
@@ -150,6 +159,31 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGCDeleted, tm.GCDeleted)
 	counter(descHydrated, tm.HydratedBytes)
 	ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(em.WriteStalls))
+	am := n.aeSched.Metrics()
+	counter(descAEPasses, am.Passes)
+	counter(descAEFailedPairs, am.FailedPairs)
+	gauge(descAEPairs, float64(am.PairsTotal), "total")
+	gauge(descAEPairs, float64(am.PairsDone), "done")
+	running := 0.0
+	if am.Running {
+		running = 1
+	}
+	gauge(descAERunning, running)
+	labeled := func(d *prometheus.Desc, v float64, label string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, label)
+	}
+	labeled(descAEKeys, float64(am.Totals.KeysFetched), "fetched")
+	labeled(descAEKeys, float64(am.Totals.KeysPushed), "pushed")
+	labeled(descAEBytes, float64(am.Totals.BytesFetched), "fetched")
+	labeled(descAEBytes, float64(am.Totals.BytesPushed), "pushed")
+	labeled(descAERanges, float64(am.Totals.RangesInSync), "in_sync")
+	labeled(descAERanges, float64(am.Totals.Ranges-am.Totals.RangesInSync-am.Totals.RangesFailed), "repaired")
+	labeled(descAERanges, float64(am.Totals.RangesFailed), "failed")
+	lastEnd := 0.0
+	if !am.LastPassEnd.IsZero() {
+		lastEnd = float64(am.LastPassEnd.UnixNano()) / 1e9
+	}
+	gauge(descAELastEnd, lastEnd)
 	gm := n.g.Metrics()
 	for peer, phi := range gm.Phi {
 		ch <- prometheus.MustNewConstMetric(descPhi, prometheus.GaugeValue, phi, string(peer))

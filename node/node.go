@@ -27,6 +27,7 @@ import (
 
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/node/antientropy"
 	"github.com/tierkv/tierkv/objectstore"
 	"github.com/tierkv/tierkv/ring"
 	"github.com/tierkv/tierkv/ring/gossip"
@@ -55,6 +56,10 @@ type Node struct {
 	// tp is the tracer provider, nil when tracing is off.
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
+	// ae is the engine's anti-entropy side; aeSched repairs this node's
+	// ranges with their other replicas (repair.go).
+	ae      *antientropy.Local
+	aeSched *antientropy.Scheduler
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -174,10 +179,15 @@ func Open(cfg *Config) (_ *Node, err error) {
 	if c.MemTableSize > 0 {
 		eo.MemTableSize = c.MemTableSize
 	}
+	eo.TombstoneGracePeriod = c.TombstoneGracePeriod
 	if n.db, err = lsm.Open(engineDir, &eo); err != nil {
 		return nil, fmt.Errorf("node: open engine: %w", err)
 	}
 	cleanup = append(cleanup, func() { n.db.Close() })
+	if err := n.openAntiEntropy(c.TombstoneGracePeriod); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { n.aeSched.Close() })
 	if n.hints, err = openHintStore(filepath.Join(c.DataDir, "hints"), &c); err != nil {
 		return nil, err
 	}
@@ -232,6 +242,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 	// Nothing fails after this point: the background uploads, backups and
 	// GC start only once the node is certain to run.
 	n.tier.Attach(n.db)
+	n.aeSched.Start()
 	n.bg.Add(2)
 	go n.hintLoop()
 	go n.joinLoop()
@@ -399,6 +410,24 @@ func (n *Node) SetLocalForTesting(key, value []byte, version uint64) error {
 }
 
 func (n *Node) peer(id ring.NodeID) (kvv1.ReplicaClient, error) {
+	p, err := n.peerConn(id)
+	if err != nil {
+		return nil, err
+	}
+	return p.rc, nil
+}
+
+// conn returns the client connection to peer id (shared by the internode
+// services).
+func (n *Node) conn(id ring.NodeID) (*grpc.ClientConn, error) {
+	p, err := n.peerConn(id)
+	if err != nil {
+		return nil, err
+	}
+	return p.cc, nil
+}
+
+func (n *Node) peerConn(id ring.NodeID) (*peerConn, error) {
 	mem, ok := n.g.Member(id)
 	if !ok || mem.RPCAddr == "" {
 		return nil, errorf(ErrUnavailable, "replica %s has no known address", id)
@@ -409,7 +438,7 @@ func (n *Node) peer(id ring.NodeID) (kvv1.ReplicaClient, error) {
 		return nil, ErrClosed
 	}
 	if p, ok := n.peers.conns[id]; ok && p.addr == mem.RPCAddr {
-		return p.rc, nil
+		return p, nil
 	} else if ok {
 		p.cc.Close()
 	}
@@ -417,8 +446,9 @@ func (n *Node) peer(id ring.NodeID) (kvv1.ReplicaClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.peers.conns[id] = &peerConn{addr: mem.RPCAddr, cc: cc, rc: kvv1.NewReplicaClient(cc)}
-	return n.peers.conns[id].rc, nil
+	p := &peerConn{addr: mem.RPCAddr, cc: cc, rc: kvv1.NewReplicaClient(cc)}
+	n.peers.conns[id] = p
+	return p, nil
 }
 
 // resetBackoff makes the connection to a peer that came up reconnect now.
@@ -443,7 +473,10 @@ func (n *Node) clientOptions() []grpc.DialOption {
 	}, n.tracingDialOptions()...)
 }
 
-func (n *Node) maxMsgSize() int { return n.cfg.MaxKeySize + n.cfg.MaxValueSize + 4096 }
+// maxMsgSize bounds gRPC messages: a largest key and value, or an
+// anti-entropy answer (digests up to 3 MiB, batches of about 1 MiB plus one
+// largest entry).
+func (n *Node) maxMsgSize() int { return n.cfg.MaxKeySize + n.cfg.MaxValueSize + 4<<20 }
 
 func (n *Node) kickHints() {
 	select {
@@ -552,6 +585,9 @@ func (n *Node) close() error {
 	<-n.serveErr
 	close(n.stop)
 	n.unsub()
+	if err := n.aeSched.Close(); err != nil && !errors.Is(err, antientropy.ErrClosed) {
+		errs = append(errs, err)
+	}
 	n.bg.Wait()
 	if err := n.g.Close(); err != nil {
 		errs = append(errs, err)

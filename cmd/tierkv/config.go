@@ -35,7 +35,7 @@ func (s stringList) Set(v string) error {
 
 // bindConfig defines one flag per setting of cfg, with cfg's current values
 // as defaults. The YAML key of a flag is its name with '_' for '-'
-// (object_store.* and tiering.* nested); its environment variable is TIERKV_ and the
+// (object_store.*, tiering.* and anti_entropy.* nested); its environment variable is TIERKV_ and the
 // upper-cased name with '_' for '-'.
 func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "node id, permanent (default: the id in data-dir, or a new random one)")
@@ -59,6 +59,9 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.DurationVar(&cfg.HintWindow, "hint-window", cfg.HintWindow, "how long hints for a down replica are kept")
 	fs.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", cfg.HintMaxBytes, "bound of the hint store in bytes; hints over it are dropped")
 	fs.DurationVar(&cfg.HintReplayInterval, "hint-replay-interval", cfg.HintReplayInterval, "how often pending hints are offered to live replicas")
+	fs.DurationVar(&cfg.TombstoneGracePeriod, "tombstone-grace-period", cfg.TombstoneGracePeriod, "how long tombstones are kept; a replica down for longer must be replaced, not repaired (0: 10 days)")
+	fs.DurationVar(&cfg.AntiEntropy.Interval, "anti-entropy-interval", cfg.AntiEntropy.Interval, "time between periodic anti-entropy passes (0: 1h; negative: only on POST /v1/admin/repair)")
+	fs.Int64Var(&cfg.AntiEntropy.Rate, "anti-entropy-rate", cfg.AntiEntropy.Rate, "bytes/s anti-entropy and range streaming may move (0: 32 MiB/s; negative: unlimited)")
 	fs.Int64Var(&cfg.MemTableSize, "memtable-size", cfg.MemTableSize, "engine memtable size in bytes")
 	fs.StringVar(&cfg.ObjectStore.Type, "object-store-type", cfg.ObjectStore.Type, "tiering bucket: filesystem (embedded default) or s3 (AWS S3, MinIO)")
 	fs.StringVar(&cfg.ObjectStore.Dir, "object-store-dir", cfg.ObjectStore.Dir, "filesystem bucket directory (default: data-dir/bucket; nodes may share one)")
@@ -87,6 +90,9 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 func yamlKey(flagName string) string {
 	if k, ok := strings.CutPrefix(flagName, "object-store-"); ok {
 		return "object_store." + strings.ReplaceAll(k, "-", "_")
+	}
+	if k, ok := strings.CutPrefix(flagName, "anti-entropy-"); ok {
+		return "anti_entropy." + strings.ReplaceAll(k, "-", "_")
 	}
 	if k, ok := strings.CutPrefix(flagName, "tiering-"); ok {
 		return "tiering." + strings.ReplaceAll(k, "-", "_")

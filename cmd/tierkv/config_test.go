@@ -43,6 +43,9 @@ object_store:
 tiering:
   cold_level: 2
   upload_interval: 5s
+anti_entropy:
+  interval: 30m
+tombstone_grace_period: 240h
 `
 	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -57,7 +60,8 @@ tiering:
 		cfg.ReadConsistency != node.Quorum || cfg.WriteConsistency != node.All ||
 		cfg.HintWindow != 90*time.Minute || cfg.ObjectStore.Type != "s3" || cfg.ObjectStore.Bucket != "b" ||
 		cfg.GRPCAddr != "0.0.0.0:9090" || cfg.ObjectStore.FallbackDir != "/fb" ||
-		cfg.Tiering.ColdLevel != 2 || cfg.Tiering.UploadInterval != 5*time.Second {
+		cfg.Tiering.ColdLevel != 2 || cfg.Tiering.UploadInterval != 5*time.Second ||
+		cfg.AntiEntropy.Interval != 30*time.Minute || cfg.TombstoneGracePeriod != 240*time.Hour {
 		t.Fatalf("config %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {

@@ -842,6 +842,674 @@ func (x *ReadResponse) GetMutation() *Mutation {
 	return nil
 }
 
+// TokenRange is the ring's token range (start, end]: start exclusive, end
+// inclusive; start == end is the whole ring.
+type TokenRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRange) Reset() {
+	*x = TokenRange{}
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRange) ProtoMessage() {}
+
+func (x *TokenRange) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRange.ProtoReflect.Descriptor instead.
+func (*TokenRange) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TokenRange) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *TokenRange) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type PrepareRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*TokenRange          `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Depth         uint32                 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareRequest) Reset() {
+	*x = PrepareRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareRequest) ProtoMessage() {}
+
+func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
+func (*PrepareRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PrepareRequest) GetRanges() []*TokenRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *PrepareRequest) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+type PrepareResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roots         []uint64               `protobuf:"varint,1,rep,packed,name=roots,proto3" json:"roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareResponse) Reset() {
+	*x = PrepareResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareResponse) ProtoMessage() {}
+
+func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
+func (*PrepareResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PrepareResponse) GetRoots() []uint64 {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+type HashesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *TokenRange            `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	Nodes         []uint32               `protobuf:"varint,2,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashesRequest) Reset() {
+	*x = HashesRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashesRequest) ProtoMessage() {}
+
+func (x *HashesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashesRequest.ProtoReflect.Descriptor instead.
+func (*HashesRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HashesRequest) GetRange() *TokenRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *HashesRequest) GetNodes() []uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type HashesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hashes        []uint64               `protobuf:"varint,1,rep,packed,name=hashes,proto3" json:"hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashesResponse) Reset() {
+	*x = HashesResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashesResponse) ProtoMessage() {}
+
+func (x *HashesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashesResponse.ProtoReflect.Descriptor instead.
+func (*HashesResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HashesResponse) GetHashes() []uint64 {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+type LeafSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *TokenRange            `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	Leaves        []uint32               `protobuf:"varint,2,rep,packed,name=leaves,proto3" json:"leaves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeafSet) Reset() {
+	*x = LeafSet{}
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeafSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeafSet) ProtoMessage() {}
+
+func (x *LeafSet) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeafSet.ProtoReflect.Descriptor instead.
+func (*LeafSet) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LeafSet) GetRange() *TokenRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *LeafSet) GetLeaves() []uint32 {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+type LeafDigestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Depth         uint32                 `protobuf:"varint,1,opt,name=depth,proto3" json:"depth,omitempty"`
+	Sets          []*LeafSet             `protobuf:"bytes,2,rep,name=sets,proto3" json:"sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeafDigestsRequest) Reset() {
+	*x = LeafDigestsRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeafDigestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeafDigestsRequest) ProtoMessage() {}
+
+func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeafDigestsRequest.ProtoReflect.Descriptor instead.
+func (*LeafDigestsRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LeafDigestsRequest) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *LeafDigestsRequest) GetSets() []*LeafSet {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+type LeafDigestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digests is antientropy.AppendDigests's encoding (checksummed).
+	Digests       []byte `protobuf:"bytes,1,opt,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeafDigestsResponse) Reset() {
+	*x = LeafDigestsResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeafDigestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeafDigestsResponse) ProtoMessage() {}
+
+func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeafDigestsResponse.ProtoReflect.Descriptor instead.
+func (*LeafDigestsResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LeafDigestsResponse) GetDigests() []byte {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FetchRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type FetchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Mutation            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Done          uint32                 `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchResponse) Reset() {
+	*x = FetchResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchResponse) ProtoMessage() {}
+
+func (x *FetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
+func (*FetchResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FetchResponse) GetEntries() []*Mutation {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetDone() uint32 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+type PushRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Mutation            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PushRequest) GetEntries() []*Mutation {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type PushResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushResponse) Reset() {
+	*x = PushResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushResponse) ProtoMessage() {}
+
+func (x *PushResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
+func (*PushResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+type StreamRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ranges []*TokenRange          `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// start_after resumes a stream after this key (empty: from the start).
+	StartAfter    []byte `protobuf:"bytes,2,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRequest) Reset() {
+	*x = StreamRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRequest) ProtoMessage() {}
+
+func (x *StreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
+func (*StreamRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StreamRequest) GetRanges() []*TokenRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetStartAfter() []byte {
+	if x != nil {
+		return x.StartAfter
+	}
+	return nil
+}
+
+type StreamBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Mutation            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamBatch) Reset() {
+	*x = StreamBatch{}
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamBatch) ProtoMessage() {}
+
+func (x *StreamBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamBatch.ProtoReflect.Descriptor instead.
+func (*StreamBatch) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StreamBatch) GetEntries() []*Mutation {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
@@ -893,7 +1561,43 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"X\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x122\n" +
-	"\bmutation\x18\x02 \x01(\v2\x16.tierkv.kv.v1.MutationR\bmutation*H\n" +
+	"\bmutation\x18\x02 \x01(\v2\x16.tierkv.kv.v1.MutationR\bmutation\"4\n" +
+	"\n" +
+	"TokenRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"X\n" +
+	"\x0ePrepareRequest\x120\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x18.tierkv.kv.v1.TokenRangeR\x06ranges\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\rR\x05depth\"'\n" +
+	"\x0fPrepareResponse\x12\x14\n" +
+	"\x05roots\x18\x01 \x03(\x04R\x05roots\"U\n" +
+	"\rHashesRequest\x12.\n" +
+	"\x05range\x18\x01 \x01(\v2\x18.tierkv.kv.v1.TokenRangeR\x05range\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\rR\x05nodes\"(\n" +
+	"\x0eHashesResponse\x12\x16\n" +
+	"\x06hashes\x18\x01 \x03(\x04R\x06hashes\"Q\n" +
+	"\aLeafSet\x12.\n" +
+	"\x05range\x18\x01 \x01(\v2\x18.tierkv.kv.v1.TokenRangeR\x05range\x12\x16\n" +
+	"\x06leaves\x18\x02 \x03(\rR\x06leaves\"U\n" +
+	"\x12LeafDigestsRequest\x12\x14\n" +
+	"\x05depth\x18\x01 \x01(\rR\x05depth\x12)\n" +
+	"\x04sets\x18\x02 \x03(\v2\x15.tierkv.kv.v1.LeafSetR\x04sets\"/\n" +
+	"\x13LeafDigestsResponse\x12\x18\n" +
+	"\adigests\x18\x01 \x01(\fR\adigests\"\"\n" +
+	"\fFetchRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\"U\n" +
+	"\rFetchResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\rR\x04done\"?\n" +
+	"\vPushRequest\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries\"\x0e\n" +
+	"\fPushResponse\"b\n" +
+	"\rStreamRequest\x120\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x18.tierkv.kv.v1.TokenRangeR\x06ranges\x12\x1f\n" +
+	"\vstart_after\x18\x02 \x01(\fR\n" +
+	"startAfter\"?\n" +
+	"\vStreamBatch\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries*H\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03ONE\x10\x01\x12\n" +
@@ -907,7 +1611,14 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\x8a\x01\n" +
 	"\aReplica\x12@\n" +
 	"\x05Apply\x12\x1a.tierkv.kv.v1.ApplyRequest\x1a\x1b.tierkv.kv.v1.ApplyResponse\x12=\n" +
-	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponseB)Z'github.com/tierkv/tierkv/api/kv/v1;kvv1b\x06proto3"
+	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse2\xae\x03\n" +
+	"\x06Repair\x12F\n" +
+	"\aPrepare\x12\x1c.tierkv.kv.v1.PrepareRequest\x1a\x1d.tierkv.kv.v1.PrepareResponse\x12C\n" +
+	"\x06Hashes\x12\x1b.tierkv.kv.v1.HashesRequest\x1a\x1c.tierkv.kv.v1.HashesResponse\x12R\n" +
+	"\vLeafDigests\x12 .tierkv.kv.v1.LeafDigestsRequest\x1a!.tierkv.kv.v1.LeafDigestsResponse\x12@\n" +
+	"\x05Fetch\x12\x1a.tierkv.kv.v1.FetchRequest\x1a\x1b.tierkv.kv.v1.FetchResponse\x12=\n" +
+	"\x04Push\x12\x19.tierkv.kv.v1.PushRequest\x1a\x1a.tierkv.kv.v1.PushResponse\x12B\n" +
+	"\x06Stream\x12\x1b.tierkv.kv.v1.StreamRequest\x1a\x19.tierkv.kv.v1.StreamBatch0\x01B)Z'github.com/tierkv/tierkv/api/kv/v1;kvv1b\x06proto3"
 
 var (
 	file_kv_v1_kv_proto_rawDescOnce sync.Once
@@ -922,23 +1633,37 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_kv_v1_kv_proto_goTypes = []any{
-	(Consistency)(0),         // 0: tierkv.kv.v1.Consistency
-	(*PutRequest)(nil),       // 1: tierkv.kv.v1.PutRequest
-	(*PutResponse)(nil),      // 2: tierkv.kv.v1.PutResponse
-	(*GetRequest)(nil),       // 3: tierkv.kv.v1.GetRequest
-	(*GetResponse)(nil),      // 4: tierkv.kv.v1.GetResponse
-	(*DeleteRequest)(nil),    // 5: tierkv.kv.v1.DeleteRequest
-	(*DeleteResponse)(nil),   // 6: tierkv.kv.v1.DeleteResponse
-	(*TopologyRequest)(nil),  // 7: tierkv.kv.v1.TopologyRequest
-	(*TopologyResponse)(nil), // 8: tierkv.kv.v1.TopologyResponse
-	(*Member)(nil),           // 9: tierkv.kv.v1.Member
-	(*Mutation)(nil),         // 10: tierkv.kv.v1.Mutation
-	(*ApplyRequest)(nil),     // 11: tierkv.kv.v1.ApplyRequest
-	(*ApplyResponse)(nil),    // 12: tierkv.kv.v1.ApplyResponse
-	(*ReadRequest)(nil),      // 13: tierkv.kv.v1.ReadRequest
-	(*ReadResponse)(nil),     // 14: tierkv.kv.v1.ReadResponse
+	(Consistency)(0),            // 0: tierkv.kv.v1.Consistency
+	(*PutRequest)(nil),          // 1: tierkv.kv.v1.PutRequest
+	(*PutResponse)(nil),         // 2: tierkv.kv.v1.PutResponse
+	(*GetRequest)(nil),          // 3: tierkv.kv.v1.GetRequest
+	(*GetResponse)(nil),         // 4: tierkv.kv.v1.GetResponse
+	(*DeleteRequest)(nil),       // 5: tierkv.kv.v1.DeleteRequest
+	(*DeleteResponse)(nil),      // 6: tierkv.kv.v1.DeleteResponse
+	(*TopologyRequest)(nil),     // 7: tierkv.kv.v1.TopologyRequest
+	(*TopologyResponse)(nil),    // 8: tierkv.kv.v1.TopologyResponse
+	(*Member)(nil),              // 9: tierkv.kv.v1.Member
+	(*Mutation)(nil),            // 10: tierkv.kv.v1.Mutation
+	(*ApplyRequest)(nil),        // 11: tierkv.kv.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 12: tierkv.kv.v1.ApplyResponse
+	(*ReadRequest)(nil),         // 13: tierkv.kv.v1.ReadRequest
+	(*ReadResponse)(nil),        // 14: tierkv.kv.v1.ReadResponse
+	(*TokenRange)(nil),          // 15: tierkv.kv.v1.TokenRange
+	(*PrepareRequest)(nil),      // 16: tierkv.kv.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 17: tierkv.kv.v1.PrepareResponse
+	(*HashesRequest)(nil),       // 18: tierkv.kv.v1.HashesRequest
+	(*HashesResponse)(nil),      // 19: tierkv.kv.v1.HashesResponse
+	(*LeafSet)(nil),             // 20: tierkv.kv.v1.LeafSet
+	(*LeafDigestsRequest)(nil),  // 21: tierkv.kv.v1.LeafDigestsRequest
+	(*LeafDigestsResponse)(nil), // 22: tierkv.kv.v1.LeafDigestsResponse
+	(*FetchRequest)(nil),        // 23: tierkv.kv.v1.FetchRequest
+	(*FetchResponse)(nil),       // 24: tierkv.kv.v1.FetchResponse
+	(*PushRequest)(nil),         // 25: tierkv.kv.v1.PushRequest
+	(*PushResponse)(nil),        // 26: tierkv.kv.v1.PushResponse
+	(*StreamRequest)(nil),       // 27: tierkv.kv.v1.StreamRequest
+	(*StreamBatch)(nil),         // 28: tierkv.kv.v1.StreamBatch
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
@@ -947,23 +1672,43 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	9,  // 3: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
 	10, // 4: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
 	10, // 5: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
-	1,  // 6: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
-	3,  // 7: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
-	5,  // 8: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
-	7,  // 9: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
-	11, // 10: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
-	13, // 11: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
-	2,  // 12: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
-	4,  // 13: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
-	6,  // 14: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
-	8,  // 15: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
-	12, // 16: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
-	14, // 17: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 6: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	15, // 7: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
+	15, // 8: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
+	20, // 9: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
+	10, // 10: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
+	10, // 11: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	15, // 12: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	10, // 13: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
+	1,  // 14: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
+	3,  // 15: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
+	5,  // 16: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
+	7,  // 17: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
+	11, // 18: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
+	13, // 19: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
+	16, // 20: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
+	18, // 21: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
+	21, // 22: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
+	23, // 23: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
+	25, // 24: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
+	27, // 25: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
+	2,  // 26: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
+	4,  // 27: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
+	6,  // 28: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
+	8,  // 29: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
+	12, // 30: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
+	14, // 31: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
+	17, // 32: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
+	19, // 33: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
+	22, // 34: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
+	24, // 35: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
+	26, // 36: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
+	28, // 37: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
+	26, // [26:38] is the sub-list for method output_type
+	14, // [14:26] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -977,9 +1722,9 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   28,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_kv_v1_kv_proto_goTypes,
 		DependencyIndexes: file_kv_v1_kv_proto_depIdxs,

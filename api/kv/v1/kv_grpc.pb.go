@@ -417,3 +417,341 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "kv/v1/kv.proto",
 }
+
+const (
+	Repair_Prepare_FullMethodName     = "/tierkv.kv.v1.Repair/Prepare"
+	Repair_Hashes_FullMethodName      = "/tierkv.kv.v1.Repair/Hashes"
+	Repair_LeafDigests_FullMethodName = "/tierkv.kv.v1.Repair/LeafDigests"
+	Repair_Fetch_FullMethodName       = "/tierkv.kv.v1.Repair/Fetch"
+	Repair_Push_FullMethodName        = "/tierkv.kv.v1.Repair/Push"
+	Repair_Stream_FullMethodName      = "/tierkv.kv.v1.Repair/Stream"
+)
+
+// RepairClient is the client API for Repair service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Repair is the internode anti-entropy API (node/antientropy.Peer, see
+// docs/antientropy.md): a replica compares Merkle trees of its token ranges
+// with another replica and copies only the keys that differ.
+//
+// Errors: INVALID_ARGUMENT (overlapping ranges, a depth or node index out of
+// bounds, too many items), FAILED_PRECONDITION (Hashes for a range the peer
+// has no prepared tree of: Prepare again), RESOURCE_EXHAUSTED (a LeafDigests
+// answer over the bound: ask for fewer leaves).
+type RepairClient interface {
+	// Prepare builds the peer's trees of ranges (one engine scan), keeps them
+	// for the session and returns their root hashes in the order of ranges.
+	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
+	// Hashes returns hashes of nodes (heap order) of a prepared tree.
+	Hashes(ctx context.Context, in *HashesRequest, opts ...grpc.CallOption) (*HashesResponse, error)
+	// LeafDigests lists (key, version, deleted, value hash) of every key in
+	// the given leaves, encoded by antientropy.AppendDigests.
+	LeafDigests(ctx context.Context, in *LeafDigestsRequest, opts ...grpc.CallOption) (*LeafDigestsResponse, error)
+	// Fetch returns the newest version of keys[:done] the peer holds.
+	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
+	// Push applies entries durably, highest version winning, subject to the
+	// grace rule.
+	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
+	// Stream sends every entry (newest version of each key, tombstones
+	// included) whose token falls in one of ranges, in key order, after
+	// start_after: join, decommission and replace stream ranges with it, and
+	// resume an interrupted stream from the last key received.
+	Stream(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBatch], error)
+}
+
+type repairClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRepairClient(cc grpc.ClientConnInterface) RepairClient {
+	return &repairClient{cc}
+}
+
+func (c *repairClient) Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareResponse)
+	err := c.cc.Invoke(ctx, Repair_Prepare_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repairClient) Hashes(ctx context.Context, in *HashesRequest, opts ...grpc.CallOption) (*HashesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HashesResponse)
+	err := c.cc.Invoke(ctx, Repair_Hashes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repairClient) LeafDigests(ctx context.Context, in *LeafDigestsRequest, opts ...grpc.CallOption) (*LeafDigestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeafDigestsResponse)
+	err := c.cc.Invoke(ctx, Repair_LeafDigests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repairClient) Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FetchResponse)
+	err := c.cc.Invoke(ctx, Repair_Fetch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repairClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushResponse)
+	err := c.cc.Invoke(ctx, Repair_Push_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repairClient) Stream(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Repair_ServiceDesc.Streams[0], Repair_Stream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamRequest, StreamBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Repair_StreamClient = grpc.ServerStreamingClient[StreamBatch]
+
+// RepairServer is the server API for Repair service.
+// All implementations must embed UnimplementedRepairServer
+// for forward compatibility.
+//
+// Repair is the internode anti-entropy API (node/antientropy.Peer, see
+// docs/antientropy.md): a replica compares Merkle trees of its token ranges
+// with another replica and copies only the keys that differ.
+//
+// Errors: INVALID_ARGUMENT (overlapping ranges, a depth or node index out of
+// bounds, too many items), FAILED_PRECONDITION (Hashes for a range the peer
+// has no prepared tree of: Prepare again), RESOURCE_EXHAUSTED (a LeafDigests
+// answer over the bound: ask for fewer leaves).
+type RepairServer interface {
+	// Prepare builds the peer's trees of ranges (one engine scan), keeps them
+	// for the session and returns their root hashes in the order of ranges.
+	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
+	// Hashes returns hashes of nodes (heap order) of a prepared tree.
+	Hashes(context.Context, *HashesRequest) (*HashesResponse, error)
+	// LeafDigests lists (key, version, deleted, value hash) of every key in
+	// the given leaves, encoded by antientropy.AppendDigests.
+	LeafDigests(context.Context, *LeafDigestsRequest) (*LeafDigestsResponse, error)
+	// Fetch returns the newest version of keys[:done] the peer holds.
+	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
+	// Push applies entries durably, highest version winning, subject to the
+	// grace rule.
+	Push(context.Context, *PushRequest) (*PushResponse, error)
+	// Stream sends every entry (newest version of each key, tombstones
+	// included) whose token falls in one of ranges, in key order, after
+	// start_after: join, decommission and replace stream ranges with it, and
+	// resume an interrupted stream from the last key received.
+	Stream(*StreamRequest, grpc.ServerStreamingServer[StreamBatch]) error
+	mustEmbedUnimplementedRepairServer()
+}
+
+// UnimplementedRepairServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRepairServer struct{}
+
+func (UnimplementedRepairServer) Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Prepare not implemented")
+}
+func (UnimplementedRepairServer) Hashes(context.Context, *HashesRequest) (*HashesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hashes not implemented")
+}
+func (UnimplementedRepairServer) LeafDigests(context.Context, *LeafDigestsRequest) (*LeafDigestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeafDigests not implemented")
+}
+func (UnimplementedRepairServer) Fetch(context.Context, *FetchRequest) (*FetchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedRepairServer) Push(context.Context, *PushRequest) (*PushResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedRepairServer) Stream(*StreamRequest, grpc.ServerStreamingServer[StreamBatch]) error {
+	return status.Error(codes.Unimplemented, "method Stream not implemented")
+}
+func (UnimplementedRepairServer) mustEmbedUnimplementedRepairServer() {}
+func (UnimplementedRepairServer) testEmbeddedByValue()                {}
+
+// UnsafeRepairServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RepairServer will
+// result in compilation errors.
+type UnsafeRepairServer interface {
+	mustEmbedUnimplementedRepairServer()
+}
+
+func RegisterRepairServer(s grpc.ServiceRegistrar, srv RepairServer) {
+	// If the following call panics, it indicates UnimplementedRepairServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Repair_ServiceDesc, srv)
+}
+
+func _Repair_Prepare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).Prepare(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_Prepare_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).Prepare(ctx, req.(*PrepareRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Repair_Hashes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HashesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).Hashes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_Hashes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).Hashes(ctx, req.(*HashesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Repair_LeafDigests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeafDigestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).LeafDigests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_LeafDigests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).LeafDigests(ctx, req.(*LeafDigestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Repair_Fetch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).Fetch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_Fetch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).Fetch(ctx, req.(*FetchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Repair_Push_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).Push(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_Push_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).Push(ctx, req.(*PushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Repair_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RepairServer).Stream(m, &grpc.GenericServerStream[StreamRequest, StreamBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Repair_StreamServer = grpc.ServerStreamingServer[StreamBatch]
+
+// Repair_ServiceDesc is the grpc.ServiceDesc for Repair service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Repair_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tierkv.kv.v1.Repair",
+	HandlerType: (*RepairServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Prepare",
+			Handler:    _Repair_Prepare_Handler,
+		},
+		{
+			MethodName: "Hashes",
+			Handler:    _Repair_Hashes_Handler,
+		},
+		{
+			MethodName: "LeafDigests",
+			Handler:    _Repair_LeafDigests_Handler,
+		},
+		{
+			MethodName: "Fetch",
+			Handler:    _Repair_Fetch_Handler,
+		},
+		{
+			MethodName: "Push",
+			Handler:    _Repair_Push_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Stream",
+			Handler:       _Repair_Stream_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "kv/v1/kv.proto",
+}
