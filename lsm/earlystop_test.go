@@ -52,3 +52,81 @@ func TestPointReadStopsEarly(t *testing.T) {
 		t.Fatalf("late older write won: %q v%d %v", v, ver, err)
 	}
 }
+
+// TestIterMinVersion checks IterOptions.MinVersion against a filter of the
+// full iteration: the keys whose newest version is at least MinVersion,
+// with tables of older versions only, late older writes, tombstones and
+// the memtable in play.
+func TestIterMinVersion(t *testing.T) {
+	opts := smallOptions(vfs.NewMemFS(), Leveled, newManualClock())
+	opts.DisableAutomaticCompactions = true
+	db, err := Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	write := func(from, to int, version uint64, del bool) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			k := []byte(fmt.Sprintf("k%03d", i))
+			var err error
+			if del {
+				err = db.Delete(k, version, NoSync)
+			} else {
+				err = db.Set(k, []byte(fmt.Sprintf("v%d@%d", i, version)), version, NoSync)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(0, 200, 10, false)
+	if err := db.Compact(); err != nil { // L6: versions [10, 10]
+		t.Fatal(err)
+	}
+	write(50, 100, 20, false)
+	write(90, 110, 25, true)
+	if err := db.Flush(); err != nil { // L0: versions [20, 25]
+		t.Fatal(err)
+	}
+	write(120, 130, 5, false) // late and older than what L6 holds
+	write(130, 140, 40, false)
+	if err := db.Flush(); err != nil { // L0: versions [5, 40]
+		t.Fatal(err)
+	}
+	write(140, 150, 50, false) // memtable
+	write(145, 146, 3, false)  // memtable: a late write older than k145@50
+	all := func(min uint64) []string {
+		it, err := db.NewIter(&IterOptions{IncludeTombstones: true, MinVersion: min})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		var out []string
+		for ok := it.First(); ok; ok = it.Next() {
+			out = append(out, fmt.Sprintf("%s@%d/%v=%s", it.Key(), it.Version(), it.Deleted(), it.Value()))
+		}
+		if err := it.Error(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	full := all(0)
+	if len(full) != 200 {
+		t.Fatalf("full iteration: %d keys", len(full))
+	}
+	for _, min := range []uint64{1, 10, 11, 20, 21, 25, 26, 40, 41, 50, 51} {
+		it, _ := db.NewIter(&IterOptions{IncludeTombstones: true})
+		var want []string
+		for ok := it.First(); ok; ok = it.Next() {
+			if it.Version() >= min {
+				want = append(want, fmt.Sprintf("%s@%d/%v=%s", it.Key(), it.Version(), it.Deleted(), it.Value()))
+			}
+		}
+		it.Close()
+		got := all(min)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("MinVersion %d: got %d keys %v\nwant %d keys %v", min, len(got), got, len(want), want)
+		}
+	}
+}

@@ -16,6 +16,11 @@ type IterOptions struct {
 	// IncludeTombstones makes the iterator stop at keys whose newest
 	// version is a tombstone (Deleted reports them).
 	IncludeTombstones bool
+	// MinVersion, if set, limits the iterator to keys whose newest version
+	// is at least MinVersion: tables whose versions are all below it are
+	// not read, and older values are not resolved (a replacement node
+	// asks its peers for what is newer than its backup this way).
+	MinVersion uint64
 }
 
 // Iterator walks keys in increasing order, yielding each key's newest
@@ -53,6 +58,12 @@ func (d *DB) NewIter(opts *IterOptions) (*Iterator, error) {
 				continue
 			}
 			if it.opts.LowerBound != nil && bytes.Compare(t.meta.Largest, it.opts.LowerBound) < 0 {
+				continue
+			}
+			if t.meta.MaxVersion < it.opts.MinVersion {
+				// NB: a key's newest version in this table is below
+				// MinVersion, and any version of it elsewhere that is
+				// newer is yielded from there.
 				continue
 			}
 			srcs = append(srcs, t.reader.NewIter(bgCtx))
@@ -93,6 +104,9 @@ func (it *Iterator) settle(ok bool) bool {
 			break
 		}
 		if e.Kind == base.KindDelete && !it.opts.IncludeTombstones {
+			continue
+		}
+		if e.Version < it.opts.MinVersion {
 			continue
 		}
 		e, err := it.rs.v.resolve(e)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -28,6 +29,16 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /v1/admin/repair", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toRepairProgress(n.RepairMetrics()))
+	})
+	mux.HandleFunc("POST /v1/admin/backup", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.Backup(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "uploaded"})
+	})
+	mux.HandleFunc("GET /v1/admin/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Status())
 	})
 }
 
@@ -82,3 +93,24 @@ func toRepairProgress(m antientropy.Metrics) repairProgress {
 	}
 	return s
 }
+
+// NodeStatus is GET /v1/admin/status.
+type NodeStatus struct {
+	ID string `json:"id"`
+	// State is the node's gossiped state (JOINING, NORMAL, LEAVING).
+	State string `json:"state"`
+	// Serving is false once shutdown began.
+	Serving bool `json:"serving"`
+	// Replace is the progress of a replacement (--replace), if this
+	// process started as one.
+	Replace *ReplaceStatus `json:"replace,omitempty"`
+}
+
+// Status returns the node's status.
+func (n *Node) Status() NodeStatus {
+	return NodeStatus{ID: n.ID(), State: n.g.Self().State.String(), Serving: !n.closing.Load(), Replace: n.ReplaceStatus()}
+}
+
+// Backup flushes the engine and uploads a manifest backup now (the
+// background loop does it every tiering.backup_interval).
+func (n *Node) Backup(ctx context.Context) error { return n.tier.Backup(ctx) }

@@ -27,6 +27,12 @@ import (
 func (n *Node) takeIdentity(ident *identity) error {
 	prev, hasPrev := n.g.Predecessor()
 	newTokens := len(ident.Tokens) == 0
+	n.replace.mu.Lock()
+	replacing := n.replace.active
+	n.replace.mu.Unlock()
+	if newTokens && replacing && (!hasPrev || len(prev.Tokens) == 0) {
+		return fmt.Errorf("node: replace %s: no member of the cluster knows that node's tokens (check the seeds and the id)", n.id)
+	}
 	if newTokens {
 		if hasPrev && len(prev.Tokens) > 0 {
 			ident.Tokens = prev.Tokens

@@ -231,6 +231,28 @@ type Config struct {
 	// entries onto a replica that holds nothing of their key
 	// (docs/antientropy.md). Default 10 days (Cassandra's gc_grace_seconds).
 	TombstoneGracePeriod time.Duration `yaml:"tombstone_grace_period"`
+	// Replace, if set, is the id of a dead node this one replaces
+	// (docs/operations.md): on an empty data directory the node takes that
+	// id, restores the dead node's engine from its latest manifest backup
+	// in the object store, serves, and catches up from its peers.
+	Replace string `yaml:"replace"`
+	// ReplaceLookback widens the catch-up of a replacement: peers stream
+	// what is newer than the backup's time minus this, to cover writes
+	// stamped shortly before the backup that reached the dead node after
+	// it. Writes that reached it later still (hints replayed after a long
+	// outage, repairs) come back through anti-entropy. Default 30 s.
+	ReplaceLookback time.Duration `yaml:"replace_lookback"`
+	// ReplaceSkipHydrate leaves a replacement's restored tables in the
+	// object store (served remotely through the cache) instead of
+	// downloading them once it has caught up.
+	ReplaceSkipHydrate bool `yaml:"replace_skip_hydrate"`
+	// ReplaceRestoreTimeout bounds the restore from the object store.
+	// Default 10 min.
+	ReplaceRestoreTimeout time.Duration `yaml:"-"`
+	// ReplaceStreamAttempts is how many consecutive failed attempts of one
+	// peer's catch-up stream end it (anti-entropy repairs the rest).
+	// Default 30.
+	ReplaceStreamAttempts int `yaml:"-"`
 	// AntiEntropy tunes Merkle-tree repair between replicas.
 	AntiEntropy AntiEntropyConfig `yaml:"anti_entropy"`
 
@@ -243,6 +265,9 @@ type Config struct {
 	// OTLPEndpoint, if set, exports traces over OTLP/gRPC to it (host:port).
 	// Default off.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// EnablePprof serves Go's runtime profiles under /debug/pprof/ on the
+	// HTTP address (as etcd's --enable-pprof). Default off.
+	EnablePprof bool `yaml:"enable_pprof"`
 	// ShutdownTimeout bounds the drain of in-flight requests on Close.
 	// Default 10 s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -356,6 +381,15 @@ func (c *Config) EnsureDefaults() *Config {
 	if c.TombstoneGracePeriod == 0 {
 		c.TombstoneGracePeriod = 10 * 24 * time.Hour
 	}
+	if c.ReplaceLookback == 0 {
+		c.ReplaceLookback = 30 * time.Second
+	}
+	if c.ReplaceRestoreTimeout == 0 {
+		c.ReplaceRestoreTimeout = 10 * time.Minute
+	}
+	if c.ReplaceStreamAttempts == 0 {
+		c.ReplaceStreamAttempts = 30
+	}
 	if c.AntiEntropy.Interval == 0 {
 		c.AntiEntropy.Interval = time.Hour
 	}
@@ -421,6 +455,12 @@ func (c *Config) Validate() error {
 	if c.TombstoneGracePeriod < 2*time.Hour {
 		// antientropy's GraceMargin is 1 h.
 		errs = append(errs, fmt.Errorf("node: tombstone_grace_period %v must be at least 2h", c.TombstoneGracePeriod))
+	}
+	if c.Replace != "" && c.ID != "" && c.ID != c.Replace {
+		errs = append(errs, fmt.Errorf("node: replace %q and id %q differ (a replacement takes the replaced node's id)", c.Replace, c.ID))
+	}
+	if c.ReplaceLookback < 0 || c.ReplaceRestoreTimeout < 0 || c.ReplaceStreamAttempts < 0 {
+		errs = append(errs, errors.New("node: replace_lookback must not be negative"))
 	}
 	if c.MemTableSize < 0 {
 		errs = append(errs, errors.New("node: memtable_size must not be negative"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,7 @@ import (
 //	GET      /metrics                             → Prometheus
 //	GET      /healthz                             → 200 while serving
 //	POST|GET /v1/admin/...                        → admin.go
+//	GET      /debug/pprof/...                     → Go profiles (enable_pprof)
 //
 // Request headers: X-Consistency-Level (ONE, QUORUM, ALL), X-Last-Version
 // (writes: the highest version the client saw). Errors are JSON
@@ -47,6 +49,13 @@ func (n *Node) httpHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	n.adminRoutes(mux)
+	if n.cfg.EnablePprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return n.tracingHTTPHandler(mux)
 }
 

@@ -47,14 +47,17 @@ func loadIdentity(dir string) (identity, bool, error) {
 	return id, true, nil
 }
 
-// saveIdentity writes the identity durably: temporary file, fsync, rename,
-// directory fsync.
-func saveIdentity(dir string, id identity) error {
-	b, err := json.MarshalIndent(id, "", "  ")
+// saveIdentity writes the identity durably.
+func saveIdentity(dir string, id identity) error { return writeJSONAtomic(dir, identityFile, id) }
+
+// writeJSONAtomic writes v as dir/name durably: temporary file, fsync,
+// rename, directory fsync.
+func writeJSONAtomic(dir, name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, identityFile+".tmp")
+	tmp := filepath.Join(dir, name+".tmp")
 	f, err := os.Create(tmp)
 	if err != nil {
 		return err
@@ -70,7 +73,7 @@ func saveIdentity(dir string, id identity) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)

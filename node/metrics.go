@@ -104,6 +104,9 @@ var (
 	descAEBytes        = prometheus.NewDesc("tierkv_antientropy_bytes_total", "Bytes of keys and values anti-entropy copied, by direction.", []string{"direction"}, nil)
 	descAERanges       = prometheus.NewDesc("tierkv_antientropy_ranges_total", "Ranges compared by anti-entropy, by result: in_sync, repaired (differed) or failed.", []string{"result"}, nil)
 	descAELastEnd      = prometheus.NewDesc("tierkv_antientropy_last_pass_end_timestamp_seconds", "When the last anti-entropy pass ended (0: none yet).", nil, nil)
+	descReplacePhase   = prometheus.NewDesc("tierkv_replace_phase", "1 for the current phase of a replacement started with --replace (restoring, catching_up, hydrating, done, failed).", []string{"phase"}, nil)
+	descReplaceBytes   = prometheus.NewDesc("tierkv_replace_bytes", "Bytes a replacement got from the object store (metadata, remote reads, hydration) and from peers (catch-up).", []string{"source"}, nil)
+	descReplaceSeconds = prometheus.NewDesc("tierkv_replace_milestone_seconds", "Seconds from a replacement's start to serving, to redundancy (caught up) and to hydration (0: not yet).", []string{"milestone"}, nil)
 	descConvergence    = prometheus.NewDesc("tierkv_gossip_convergence_seconds", "Delay of state changes reaching this member (gossip convergence): last, max, mean.", []string{"stat"}, nil)
 )
 
@@ -114,6 +117,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descObjects, descUpBytes, descUploads, descUpFailures, descUpPending, descFbUpBytes, descDownBytes, descGets,
 		descRemoteReads, descCacheHits, descCacheMisses, descCacheSize, descFbReads, descHedged, descFbBytes,
 		descBackups, descBackupFailures, descGCDeleted, descHydrated,
+		descReplacePhase, descReplaceBytes, descReplaceSeconds,
 		descAEPasses, descAEFailedPairs, descAEPairs, descAERunning, descAEKeys, descAEBytes, descAERanges, descAELastEnd} {
 		ch <- d
 	}
@@ -184,6 +188,20 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		lastEnd = float64(am.LastPassEnd.UnixNano()) / 1e9
 	}
 	gauge(descAELastEnd, lastEnd)
+	if rs := n.ReplaceStatus(); rs != nil {
+		for _, ph := range []string{phaseRestoring, phaseCatchingUp, phaseHydrating, phaseDone, phaseFailed} {
+			v := 0.0
+			if ph == rs.Phase {
+				v = 1
+			}
+			gauge(descReplacePhase, v, ph)
+		}
+		gauge(descReplaceBytes, float64(rs.BytesFromBucket), "bucket")
+		gauge(descReplaceBytes, float64(rs.BytesFromPeers), "peers")
+		gauge(descReplaceSeconds, rs.SecondsToServing, "serving")
+		gauge(descReplaceSeconds, rs.SecondsToRedundant, "redundant")
+		gauge(descReplaceSeconds, rs.SecondsToHydrated, "hydrated")
+	}
 	gm := n.g.Metrics()
 	for peer, phi := range gm.Phi {
 		ch <- prometheus.MustNewConstMetric(descPhi, prometheus.GaugeValue, phi, string(peer))

@@ -60,6 +60,8 @@ type Node struct {
 	// ranges with their other replicas (repair.go).
 	ae      *antientropy.Local
 	aeSched *antientropy.Scheduler
+	// replace is the progress of a --replace start (replace.go).
+	replace replaceProgress
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -97,6 +99,9 @@ type Node struct {
 	// applyHookForTesting, if set, runs before the Replica service applies
 	// a mutation (tests make replicas hang with it).
 	applyHookForTesting atomic.Pointer[func(context.Context)]
+	// skipFinalBackupForTesting makes Close leave out the final manifest
+	// backup, as a crash would (replace tests).
+	skipFinalBackupForTesting atomic.Bool
 }
 
 type peerConn struct {
@@ -114,6 +119,9 @@ func Open(cfg *Config) (_ *Node, err error) {
 	c.EnsureDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if c.Replace != "" {
+		c.ID = c.Replace
 	}
 	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -147,6 +155,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 		serveErr: make(chan error, 2),
 	}
 	n.peers.conns = make(map[ring.NodeID]*peerConn)
+	openStart := c.Clock.Now()
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -166,6 +175,15 @@ func Open(cfg *Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { n.closeBuckets() })
 	engineDir := filepath.Join(c.DataDir, "data")
+	rs, err := n.prepareReplace(found)
+	if err != nil {
+		return nil, err
+	}
+	if rs != nil && rs.Phase == phaseRestoring {
+		if err := n.restoreEngine(rs, engineDir); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.openTiering(engineDir, eo.CompactionStrategy); err != nil {
 		return nil, err
 	}
@@ -243,6 +261,11 @@ func Open(cfg *Config) (_ *Node, err error) {
 	// GC start only once the node is certain to run.
 	n.tier.Attach(n.db)
 	n.aeSched.Start()
+	if rs != nil {
+		n.replace.set(func(p *replaceProgress) { p.serving = c.Clock.Now().Sub(openStart) })
+		n.bg.Add(1)
+		go n.catchUp(rs, openStart)
+	}
 	n.bg.Add(2)
 	go n.hintLoop()
 	go n.joinLoop()
@@ -604,7 +627,9 @@ func (n *Node) close() error {
 	// The final manifest backup: a replacement restores from it. Its own
 	// budget, since the drain may have used up ctx's.
 	bctx, bcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
-	if err := n.tier.Shutdown(bctx); err != nil {
+	if n.skipFinalBackupForTesting.Load() {
+		// As after kill -9: no final backup (tiering.Close stops the loop).
+	} else if err := n.tier.Shutdown(bctx); err != nil {
 		n.log.Warn("final manifest backup failed; the previous backups stand", "err", err)
 		errs = append(errs, fmt.Errorf("node: final manifest backup: %w", err))
 	}

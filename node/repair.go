@@ -256,7 +256,7 @@ func (s *repairServer) Stream(req *kvv1.StreamRequest, stream grpc.ServerStreami
 	if len(req.StartAfter) > 0 {
 		after = req.StartAfter
 	}
-	err := s.n.ae.Stream(stream.Context(), rangesFromPB(req.Ranges), after, func(es []lsm.Entry) error {
+	err := s.n.ae.Stream(stream.Context(), rangesFromPB(req.Ranges), after, req.MinVersion, func(es []lsm.Entry) error {
 		return stream.Send(&kvv1.StreamBatch{Entries: entriesToPB(es)})
 	})
 	return repairStatus(err)

@@ -22,6 +22,7 @@ import (
 // change):
 //
 //	magic "TKmb" (4) | version (1) = 1 | seq (8) | created unix ms (8) |
+//	(created: the backup covers every write the engine applied before it)
 //	manifest length (uvarint) | manifest snapshot (lsm.ManifestSnapshot.Data) |
 //	entry count (uvarint) | entry* | crc32c of everything before (4)
 //	entry := type (1) | num (uvarint) | size (uvarint) | crc32c (4) | metaOff (uvarint)
@@ -164,6 +165,9 @@ func (m *Manager) Backup(ctx context.Context) error {
 }
 
 func (m *Manager) backupLocked(ctx context.Context, db *lsm.DB) error {
+	// Every write the engine applied before flushStart is in a flushed
+	// table, so in this backup: the backup's created time.
+	flushStart := m.opts.Clock.Now()
 	if err := db.Flush(); err != nil {
 		return fmt.Errorf("tiering: backup: flush: %w", err)
 	}
@@ -199,7 +203,7 @@ func (m *Manager) backupLocked(ctx context.Context, db *lsm.DB) error {
 	if err != nil {
 		return err
 	}
-	b := &backup{seq: seq, created: m.opts.Clock.Now().UnixMilli(), manifest: snap.Data}
+	b := &backup{seq: seq, created: flushStart.UnixMilli(), manifest: snap.Data}
 	for _, k := range keys {
 		b.entries = append(b.entries, entries[k])
 	}

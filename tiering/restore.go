@@ -37,10 +37,18 @@ type RestoreOptions struct {
 	Concurrency int
 }
 
+// ErrNoBackup is returned (wrapped) by Restore when the buckets answered and
+// hold no manifest backup of the node.
+var ErrNoBackup = errors.New("tiering: no manifest backup")
+
 // RestoreInfo describes a restore.
 type RestoreInfo struct {
 	// Seq is the sequence number of the restored manifest backup.
 	Seq uint64
+	// Created is when the backup's engine flush started: the restored
+	// engine holds every write the node had applied before it (and
+	// possibly some after).
+	Created time.Time
 	// Objects and Bytes count the remote objects the new DB references;
 	// MetaBytes the metadata downloaded (all that was downloaded, besides
 	// the manifest backup).
@@ -97,7 +105,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreInfo, error) {
 	if err := fs.MkdirAll(fs.PathJoin(o.Dir, metaDirName), 0o755); err != nil {
 		return nil, fmt.Errorf("tiering: restore: %w", err)
 	}
-	info := &RestoreInfo{Seq: b.seq, Objects: len(b.entries)}
+	info := &RestoreInfo{Seq: b.seq, Created: time.UnixMilli(b.created), Objects: len(b.entries)}
 	sem := make(chan struct{}, o.Concurrency)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -166,7 +174,7 @@ func latestBackup(ctx context.Context, o RestoreOptions) (*backup, objectstore.B
 			errs = append(errs, err)
 		}
 		if len(seqs) == 0 {
-			errs = append(errs, fmt.Errorf("no manifest backup under %s", manifestPrefix(o.NodeID)))
+			errs = append(errs, fmt.Errorf("%w under %s", ErrNoBackup, manifestPrefix(o.NodeID)))
 		}
 	}
 	return nil, nil, fmt.Errorf("tiering: restore node %s: %w", o.NodeID, errors.Join(errs...))

@@ -25,6 +25,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	basePort := fs.Int("base-port", 8081, "node i (1..3) serves HTTP on base-port+i-1, gRPC on base-port+1000+i-1 and gossip on base-port+2000+i-1; 0 picks free ports")
 	nodes := fs.Int("nodes", 3, "number of nodes")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	pprof := fs.Bool("enable-pprof", false, "serve Go runtime profiles under /debug/pprof/ on every node's HTTP address (the nodes share one process)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: tierkv dev [flags]\n\nStarts a local cluster on 127.0.0.1 (replication factor 3, filesystem object store).\n\n")
 		fs.PrintDefaults()
@@ -76,6 +77,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		cfg.ObjectStore.Dir = filepath.Join(*dir, "bucket")
 		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GossipAddr = addr(0, i), addr(1000, i), addr(2000, i)
 		cfg.Seeds = seeds
+		cfg.EnablePprof = *pprof
 		cfg.Logger = log
 		if *nodes < 3 {
 			cfg.ReplicationFactor = *nodes

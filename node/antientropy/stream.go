@@ -11,18 +11,20 @@ import (
 
 // Stream sends every entry of the engine (the newest version of each key,
 // tombstones included) whose token falls in one of ranges, in key order,
-// starting after startAfter (nil: from the first key), in batches of at most
+// starting after startAfter (nil: from the first key), leaving out entries
+// whose version is below minVersion, in batches of at most
 // Options.MaxBatchKeys entries and about Options.MaxBatchBytes (a batch holds
 // at least one entry). Join, decommission and replace copy whole ranges with
 // it; a receiver that lost the stream resumes it from the last key it
 // applied. The entries passed to send belong to send. Streamed bytes take
 // tokens from Options.Limiter. Ranges must be disjoint (ErrInvalidRanges).
-func (l *Local) Stream(ctx context.Context, ranges []ring.Range, startAfter []byte, send func([]lsm.Entry) error) error {
+func (l *Local) Stream(ctx context.Context, ranges []ring.Range, startAfter []byte, minVersion uint64, send func([]lsm.Entry) error) error {
 	if err := validateRanges(ranges); err != nil {
 		return err
 	}
 	idx := newRangeIndex(ranges)
-	it, err := l.db.NewIter(&lsm.IterOptions{IncludeTombstones: true})
+	// MinVersion: tables older than it are not read at all.
+	it, err := l.db.NewIter(&lsm.IterOptions{IncludeTombstones: true, MinVersion: minVersion})
 	if err != nil {
 		return fmt.Errorf("antientropy: stream: %w", err)
 	}

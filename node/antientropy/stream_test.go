@@ -55,20 +55,36 @@ func TestStreamCopiesRanges(t *testing.T) {
 		}
 		return nil
 	}
-	if err := src.local.Stream(ctx, ranges, nil, apply); !errors.Is(err, errCut) {
+	if err := src.local.Stream(ctx, ranges, nil, 0, apply); !errors.Is(err, errCut) {
 		t.Fatalf("interrupted stream: %v", err)
 	}
 	if got := dump(t, dst.db, nil); len(got) != 70 {
 		t.Fatalf("after 10 batches of 7: %d entries", len(got))
 	}
-	if err := src.local.Stream(ctx, ranges, last, apply); err != nil {
+	if err := src.local.Stream(ctx, ranges, last, 0, apply); err != nil {
 		t.Fatal(err)
 	}
 	requireSame(t, "streamed ranges", want, dump(t, dst.db, nil))
 
+	// minVersion leaves out older entries.
+	var recent []lsm.Entry
+	for _, e := range want {
+		if e.Version >= now {
+			recent = append(recent, e)
+		}
+	}
+	var got []lsm.Entry
+	if err := src.local.Stream(ctx, ranges, nil, now, func(es []lsm.Entry) error { got = append(got, es...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) == len(want) {
+		t.Fatal("no old entries in the ranges")
+	}
+	requireSame(t, "stream with minVersion", recent, got)
+
 	// Overlapping ranges are refused.
 	bad := []ring.Range{{Start: 1, End: 10}, {Start: 5, End: 20}}
-	if err := src.local.Stream(ctx, bad, nil, apply); !errors.Is(err, ErrInvalidRanges) {
+	if err := src.local.Stream(ctx, bad, nil, 0, apply); !errors.Is(err, ErrInvalidRanges) {
 		t.Fatalf("overlapping ranges: %v", err)
 	}
 }
@@ -82,7 +98,7 @@ func TestStreamCancelled(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	n := 0
-	err := src.local.Stream(ctx, []ring.Range{{}}, nil, func([]lsm.Entry) error {
+	err := src.local.Stream(ctx, []ring.Range{{}}, nil, 0, func([]lsm.Entry) error {
 		if n++; n == 3 {
 			cancel()
 		}

@@ -1417,7 +1417,10 @@ type StreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Ranges []*TokenRange          `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	// start_after resumes a stream after this key (empty: from the start).
-	StartAfter    []byte `protobuf:"bytes,2,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	StartAfter []byte `protobuf:"bytes,2,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	// min_version leaves out entries with an older version (0: none): a
+	// replacement restored from a backup asks only for what is newer.
+	MinVersion    uint64 `protobuf:"varint,3,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1464,6 +1467,13 @@ func (x *StreamRequest) GetStartAfter() []byte {
 		return x.StartAfter
 	}
 	return nil
+}
+
+func (x *StreamRequest) GetMinVersion() uint64 {
+	if x != nil {
+		return x.MinVersion
+	}
+	return 0
 }
 
 type StreamBatch struct {
@@ -1591,11 +1601,13 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x04done\x18\x02 \x01(\rR\x04done\"?\n" +
 	"\vPushRequest\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries\"\x0e\n" +
-	"\fPushResponse\"b\n" +
+	"\fPushResponse\"\x83\x01\n" +
 	"\rStreamRequest\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.tierkv.kv.v1.TokenRangeR\x06ranges\x12\x1f\n" +
 	"\vstart_after\x18\x02 \x01(\fR\n" +
-	"startAfter\"?\n" +
+	"startAfter\x12\x1f\n" +
+	"\vmin_version\x18\x03 \x01(\x04R\n" +
+	"minVersion\"?\n" +
 	"\vStreamBatch\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries*H\n" +
 	"\vConsistency\x12\x1b\n" +
