@@ -37,6 +37,13 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "uploaded"})
 	})
+	mux.HandleFunc("POST /v1/admin/decommission", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.Decommission(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, n.topo.status())
+	})
 	mux.HandleFunc("GET /v1/admin/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
@@ -104,11 +111,13 @@ type NodeStatus struct {
 	// Replace is the progress of a replacement (--replace), if this
 	// process started as one.
 	Replace *ReplaceStatus `json:"replace,omitempty"`
+	// Topology is the progress of this node's join or decommission.
+	Topology *TopologyStatus `json:"topology,omitempty"`
 }
 
 // Status returns the node's status.
 func (n *Node) Status() NodeStatus {
-	return NodeStatus{ID: n.ID(), State: n.g.Self().State.String(), Serving: !n.closing.Load(), Replace: n.ReplaceStatus()}
+	return NodeStatus{ID: n.ID(), State: n.g.Self().State.String(), Serving: !n.closing.Load(), Replace: n.ReplaceStatus(), Topology: n.topo.status()}
 }
 
 // Backup flushes the engine and uploads a manifest backup now (the

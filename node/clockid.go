@@ -43,6 +43,13 @@ func (n *Node) takeIdentity(ident *identity) error {
 				return fmt.Errorf("node: allocate tokens: %w", err)
 			}
 			ident.Tokens = tokens
+			// A node joining a cluster that has data streams its
+			// ranges before it becomes NORMAL (topology.go).
+			for _, m := range n.g.Ring().Members() {
+				if m.ID != n.id && len(m.Tokens) > 0 {
+					ident.Joining = true
+				}
+			}
 		}
 	}
 	newClock := ident.ClockID == nil
@@ -76,6 +83,9 @@ func (n *Node) takeIdentity(ident *identity) error {
 	}
 	if err := n.g.SetTokens(ident.Tokens); err != nil {
 		return fmt.Errorf("node: %w", err)
+	}
+	if ident.Joining {
+		return nil // stays JOINING until bootstrap has streamed its ranges
 	}
 	return n.g.SetState(ring.StateNormal)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tierkv/tierkv/ring"
 )
 
 func TestMain(m *testing.M) {
@@ -73,6 +75,7 @@ func (c *testCluster) config(i int) *Config {
 	cfg.RequestTimeout = 5 * time.Second
 	cfg.ReplicaTimeout = 3 * time.Second
 	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.RingDelay = 5 * time.Second
 	for j, a := range c.addrs {
 		if a[0] != "" && j != i {
 			cfg.Seeds = append(cfg.Seeds, a[0])
@@ -140,6 +143,11 @@ func (c *testCluster) waitReady() {
 			}
 			if a.Ring().Len() < len(c.nodes) {
 				return false
+			}
+			for _, m := range a.Ring().Members() {
+				if m.State != ring.StateNormal {
+					return false // a join still streaming
+				}
 			}
 			for _, b := range c.nodes {
 				if b != nil && !a.Up(b.ID()) {

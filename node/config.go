@@ -253,6 +253,11 @@ type Config struct {
 	// peer's catch-up stream end it (anti-entropy repairs the rest).
 	// Default 30.
 	ReplaceStreamAttempts int `yaml:"-"`
+	// RingDelay bounds how long a joining or leaving node waits for every
+	// live member to confirm its new state before it streams. Default 30 s
+	// (Cassandra's ring_delay); the confirmation usually takes a gossip
+	// round.
+	RingDelay time.Duration `yaml:"ring_delay"`
 	// AntiEntropy tunes Merkle-tree repair between replicas.
 	AntiEntropy AntiEntropyConfig `yaml:"anti_entropy"`
 
@@ -380,6 +385,9 @@ func (c *Config) EnsureDefaults() *Config {
 	}
 	if c.TombstoneGracePeriod == 0 {
 		c.TombstoneGracePeriod = 10 * 24 * time.Hour
+	}
+	if c.RingDelay == 0 {
+		c.RingDelay = 30 * time.Second
 	}
 	if c.ReplaceLookback == 0 {
 		c.ReplaceLookback = 30 * time.Second

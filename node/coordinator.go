@@ -77,14 +77,22 @@ func (n *Node) Delete(ctx context.Context, key []byte, c Consistency, lastSeen u
 	return n.mutate(ctx, &kvv1.Mutation{Key: key, Tombstone: true}, c, lastSeen)
 }
 
-func (n *Node) owners(key []byte) []ring.NodeID {
-	return n.g.Ring().OwnersInto(make([]ring.NodeID, 0, n.cfg.ReplicationFactor), key, n.cfg.ReplicationFactor)
-}
-
-// liveOwners returns the preference list split by liveness, or
-// ErrUnavailable if fewer than need replicas are live.
-func (n *Node) liveOwners(key []byte, c Consistency, need int) (live, down []ring.NodeID, err error) {
-	for _, id := range n.owners(key) {
+// liveOwners returns the replicas of key for a read (write false) or a
+// write, split by liveness, and the acknowledgements needed at c (one more
+// per pending replica during a topology change, placement.go); or
+// ErrUnavailable if fewer than that are live.
+func (n *Node) liveOwners(key []byte, c Consistency, write bool) (live, down []ring.NodeID, need int, err error) {
+	var owners []ring.NodeID
+	pending := 0
+	if write {
+		owners, pending = n.writeOwners(key)
+	} else {
+		owners = n.readOwners(key)
+	}
+	// NB: never more than the replicas there are (ALL during a join: the
+	// read view's owners and the pending ones).
+	need = min(c.required(n.cfg.ReplicationFactor)+pending, len(owners))
+	for _, id := range owners {
 		if n.up(id) {
 			live = append(live, id)
 		} else {
@@ -92,10 +100,10 @@ func (n *Node) liveOwners(key []byte, c Consistency, need int) (live, down []rin
 		}
 	}
 	if len(live) < need {
-		return nil, nil, errorf(ErrUnavailable, "consistency %v needs %d replicas, %d of %d are up (down: %v)",
+		return nil, nil, 0, errorf(ErrUnavailable, "consistency %v needs %d replicas, %d of %d are up (down: %v)",
 			c, need, len(live), len(live)+len(down), down)
 	}
-	return live, down, nil
+	return live, down, need, nil
 }
 
 func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, lastSeen uint64) (_ uint64, err error) {
@@ -117,8 +125,7 @@ func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, last
 		}
 		span.End()
 	}()
-	need := c.required(n.cfg.ReplicationFactor)
-	live, down, err := n.liveOwners(m.Key, c, need)
+	live, down, need, err := n.liveOwners(m.Key, c, true)
 	if err != nil {
 		return 0, err
 	}
@@ -286,8 +293,7 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte
 		}
 		span.End()
 	}()
-	need := c.required(n.cfg.ReplicationFactor)
-	live, _, err := n.liveOwners(key, c, need)
+	live, _, need, err := n.liveOwners(key, c, false)
 	if err != nil {
 		return nil, 0, err
 	}

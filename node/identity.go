@@ -27,6 +27,9 @@ type identity struct {
 	// (clockid.go); nil until first joined (and in data dirs of versions
 	// without clock ids).
 	ClockID *uint8 `json:"clock_id,omitempty"`
+	// Joining reports a join whose streaming has not finished: the node
+	// gossips JOINING and streams again at its next start.
+	Joining bool `json:"joining,omitempty"`
 }
 
 func loadIdentity(dir string) (identity, bool, error) {

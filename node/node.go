@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -60,6 +61,12 @@ type Node struct {
 	// ranges with their other replicas (repair.go).
 	ae      *antientropy.Local
 	aeSched *antientropy.Scheduler
+	// ringViews caches the read and future views of the ring (placement.go).
+	ringViews atomic.Pointer[ringViews]
+	// topo is the progress of a join or decommission (topology.go).
+	topo            topoProgress
+	decommissioning atomic.Bool
+	decommissioned  chan struct{}
 	// replace is the progress of a --replace start (replace.go).
 	replace replaceProgress
 
@@ -153,6 +160,8 @@ func Open(cfg *Config) (_ *Node, err error) {
 		stop:     make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		serveErr: make(chan error, 2),
+
+		decommissioned: make(chan struct{}),
 	}
 	n.peers.conns = make(map[ring.NodeID]*peerConn)
 	openStart := c.Clock.Now()
@@ -261,6 +270,10 @@ func Open(cfg *Config) (_ *Node, err error) {
 	// GC start only once the node is certain to run.
 	n.tier.Attach(n.db)
 	n.aeSched.Start()
+	if ident.Joining {
+		n.bg.Add(1)
+		go n.bootstrap()
+	}
 	if rs != nil {
 		n.replace.set(func(p *replaceProgress) { p.serving = c.Clock.Now().Sub(openStart) })
 		n.bg.Add(1)
@@ -322,7 +335,7 @@ func (n *Node) startGossip(ident identity) error {
 		gc.HasClockID, gc.ClockID = true, *ident.ClockID
 	}
 	gc.State = ring.StateJoining
-	if len(ident.Tokens) > 0 {
+	if len(ident.Tokens) > 0 && !ident.Joining {
 		gc.State = ring.StateNormal
 	}
 	gc.BindAddr, gc.BindPort = host, port
@@ -409,14 +422,15 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // HintsPending returns the number of hints not yet delivered.
 func (n *Node) HintsPending() int64 { return n.hints.pending.Load() }
 
-// Ready reports whether the node sees want members with tokens, all Up.
+// Ready reports whether the node sees want members with tokens, all Up and
+// NORMAL (joins streamed).
 func (n *Node) Ready(want int) bool {
 	ms := n.g.Ring().Members()
 	if len(ms) < want {
 		return false
 	}
 	for _, m := range ms {
-		if len(m.Tokens) == 0 || !n.up(m.ID) {
+		if len(m.Tokens) == 0 || !n.up(m.ID) || m.State != ring.StateNormal {
 			return false
 		}
 	}
@@ -474,12 +488,16 @@ func (n *Node) peerConn(id ring.NodeID) (*peerConn, error) {
 	return p, nil
 }
 
-// resetBackoff makes the connection to a peer that came up reconnect now.
+// resetBackoff makes the connection to a peer that came up reconnect now:
+// a connection waiting out its backoff is replaced by a new one at its next
+// use. (grpc's ClientConn.ResetConnectBackoff reads the connection's
+// subchannel map without its lock, racing with a subchannel being created.)
 func (n *Node) resetBackoff(id ring.NodeID) {
 	n.peers.Lock()
 	defer n.peers.Unlock()
-	if p, ok := n.peers.conns[id]; ok {
-		p.cc.ResetConnectBackoff()
+	if p, ok := n.peers.conns[id]; ok && p.cc.GetState() == connectivity.TransientFailure {
+		p.cc.Close()
+		delete(n.peers.conns, id)
 	}
 }
 

@@ -262,6 +262,20 @@ func (s *repairServer) Stream(req *kvv1.StreamRequest, stream grpc.ServerStreami
 	return repairStatus(err)
 }
 
+func (s *repairServer) Ingest(ctx context.Context, req *kvv1.IngestRequest) (*kvv1.IngestResponse, error) {
+	es, err := s.n.entriesFromPB(req.Entries)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, e := range es {
+		s.n.hlc.Observe(e.Version)
+	}
+	if err := s.n.ae.ApplyStream(ctx, es); err != nil {
+		return nil, toStatus(err)
+	}
+	return &kvv1.IngestResponse{}, nil
+}
+
 // grpcPeer is another node's Local, through its Repair service.
 type grpcPeer struct {
 	c kvv1.RepairClient

@@ -114,15 +114,15 @@ type ReplaceStatus struct {
 	// in the bucket; BytesFromBucket counts what was downloaded from the
 	// object stores (metadata at restore, remote reads, hydration);
 	// BytesFromPeers and KeysFromPeers what the catch-up streamed.
-	RemoteObjects   int   `json:"remote_objects"`
-	RemoteBytes     int64 `json:"remote_bytes"`
-	BytesFromBucket int64 `json:"bytes_from_bucket"`
-	BytesFromPeers  int64 `json:"bytes_from_peers"`
-	KeysFromPeers   int64 `json:"keys_from_peers"`
-	StreamsDone     int   `json:"streams_done"`
-	StreamsTotal    int   `json:"streams_total"`
-	HydratedBytes   int64 `json:"hydrated_bytes"`
-	HydrateTotal    int64 `json:"hydrate_total_bytes"`
+	RemoteObjects   int    `json:"remote_objects"`
+	RemoteBytes     int64  `json:"remote_bytes"`
+	BytesFromBucket int64  `json:"bytes_from_bucket"`
+	BytesFromPeers  int64  `json:"bytes_from_peers"`
+	KeysFromPeers   int64  `json:"keys_from_peers"`
+	StreamsDone     int    `json:"streams_done"`
+	StreamsTotal    int    `json:"streams_total"`
+	HydratedBytes   int64  `json:"hydrated_bytes"`
+	HydrateTotal    int64  `json:"hydrate_total_bytes"`
 	LastError       string `json:"last_error,omitempty"`
 }
 
@@ -262,7 +262,9 @@ func (n *Node) catchUp(rs *replaceState, openStart time.Time) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = n.streamFrom(ctx, p, byPeer[p], minVersion)
+			errs[i] = n.streamFromWith(ctx, p, byPeer[p], minVersion, func(keys, bytes int64) {
+				n.replace.set(func(p *replaceProgress) { p.peerKeys += keys; p.peerBytes += bytes })
+			})
 			if errs[i] == nil {
 				n.replace.set(func(p *replaceProgress) { p.streamsDone++ })
 			}
@@ -305,10 +307,11 @@ func (n *Node) catchUp(rs *replaceState, openStart time.Time) {
 	n.log.Info("replace: hydrated", "after", hydrated)
 }
 
-// streamFrom applies everything peer streams of ranges at or above
+// streamFromWith applies everything peer streams of ranges at or above
 // minVersion, resuming after the last key applied when the stream breaks;
-// it gives up after ReplaceStreamAttempts consecutive failures.
-func (n *Node) streamFrom(ctx context.Context, peer ring.NodeID, ranges []ring.Range, minVersion uint64) error {
+// it gives up after ReplaceStreamAttempts consecutive failures. progress
+// receives the keys and bytes of each batch applied.
+func (n *Node) streamFromWith(ctx context.Context, peer ring.NodeID, ranges []ring.Range, minVersion uint64, progress func(keys, bytes int64)) error {
 	req := &kvv1.StreamRequest{MinVersion: minVersion}
 	for _, r := range ranges {
 		req.Ranges = append(req.Ranges, rangeToPB(r))
@@ -316,7 +319,7 @@ func (n *Node) streamFrom(ctx context.Context, peer ring.NodeID, ranges []ring.R
 	failures := 0
 	delay := 100 * time.Millisecond
 	for {
-		progressed, err := n.streamOnce(ctx, peer, req)
+		progressed, err := n.streamOnce(ctx, peer, req, progress)
 		if err == nil {
 			return nil
 		}
@@ -344,7 +347,7 @@ func (n *Node) streamFrom(ctx context.Context, peer ring.NodeID, ranges []ring.R
 
 // streamOnce runs one Stream call, advancing req.StartAfter past every
 // batch applied. progressed reports whether any batch was.
-func (n *Node) streamOnce(ctx context.Context, peer ring.NodeID, req *kvv1.StreamRequest) (progressed bool, _ error) {
+func (n *Node) streamOnce(ctx context.Context, peer ring.NodeID, req *kvv1.StreamRequest, progress func(keys, bytes int64)) (progressed bool, _ error) {
 	cc, err := n.conn(peer)
 	if err != nil {
 		return false, err
@@ -382,7 +385,7 @@ func (n *Node) streamOnce(ctx context.Context, peer ring.NodeID, req *kvv1.Strea
 		}
 		req.StartAfter = slices.Clone(es[len(es)-1].Key)
 		progressed = true
-		n.replace.set(func(p *replaceProgress) { p.peerKeys += int64(len(es)); p.peerBytes += size })
+		progress(int64(len(es)), size)
 	}
 }
 

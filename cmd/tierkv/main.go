@@ -92,8 +92,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return 1
 	}
 	fmt.Fprintf(stdout, "tierkv node %s serving http=%s grpc=%s gossip=%s object store: %s\n", n.ID(), n.HTTPAddr(), n.GRPCAddr(), n.GossipAddr(), n.BucketDescription())
-	<-ctx.Done()
-	log.Info("shutting down")
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case <-n.Decommissioned():
+		log.Info("decommissioned: shutting down")
+	}
 	if err := n.Close(); err != nil {
 		fmt.Fprintf(stderr, "tierkv serve: shutdown: %v\n", err)
 		return 1

@@ -896,6 +896,86 @@ func (x *TokenRange) GetEnd() uint64 {
 	return 0
 }
 
+type IngestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Mutation            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestRequest) Reset() {
+	*x = IngestRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestRequest) ProtoMessage() {}
+
+func (x *IngestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
+func (*IngestRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *IngestRequest) GetEntries() []*Mutation {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type IngestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestResponse) Reset() {
+	*x = IngestResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestResponse) ProtoMessage() {}
+
+func (x *IngestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
+func (*IngestResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
 type PrepareRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*TokenRange          `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
@@ -906,7 +986,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +998,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1011,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PrepareRequest) GetRanges() []*TokenRange {
@@ -957,7 +1037,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1049,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1062,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrepareResponse) GetRoots() []uint64 {
@@ -1002,7 +1082,7 @@ type HashesRequest struct {
 
 func (x *HashesRequest) Reset() {
 	*x = HashesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1094,7 @@ func (x *HashesRequest) String() string {
 func (*HashesRequest) ProtoMessage() {}
 
 func (x *HashesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1107,7 @@ func (x *HashesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesRequest.ProtoReflect.Descriptor instead.
 func (*HashesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HashesRequest) GetRange() *TokenRange {
@@ -1053,7 +1133,7 @@ type HashesResponse struct {
 
 func (x *HashesResponse) Reset() {
 	*x = HashesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1145,7 @@ func (x *HashesResponse) String() string {
 func (*HashesResponse) ProtoMessage() {}
 
 func (x *HashesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1158,7 @@ func (x *HashesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesResponse.ProtoReflect.Descriptor instead.
 func (*HashesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HashesResponse) GetHashes() []uint64 {
@@ -1098,7 +1178,7 @@ type LeafSet struct {
 
 func (x *LeafSet) Reset() {
 	*x = LeafSet{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1190,7 @@ func (x *LeafSet) String() string {
 func (*LeafSet) ProtoMessage() {}
 
 func (x *LeafSet) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1203,7 @@ func (x *LeafSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafSet.ProtoReflect.Descriptor instead.
 func (*LeafSet) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeafSet) GetRange() *TokenRange {
@@ -1150,7 +1230,7 @@ type LeafDigestsRequest struct {
 
 func (x *LeafDigestsRequest) Reset() {
 	*x = LeafDigestsRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1242,7 @@ func (x *LeafDigestsRequest) String() string {
 func (*LeafDigestsRequest) ProtoMessage() {}
 
 func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1255,7 @@ func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsRequest.ProtoReflect.Descriptor instead.
 func (*LeafDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeafDigestsRequest) GetDepth() uint32 {
@@ -1202,7 +1282,7 @@ type LeafDigestsResponse struct {
 
 func (x *LeafDigestsResponse) Reset() {
 	*x = LeafDigestsResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1294,7 @@ func (x *LeafDigestsResponse) String() string {
 func (*LeafDigestsResponse) ProtoMessage() {}
 
 func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1307,7 @@ func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsResponse.ProtoReflect.Descriptor instead.
 func (*LeafDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeafDigestsResponse) GetDigests() []byte {
@@ -1246,7 +1326,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1338,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1351,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchRequest) GetKeys() [][]byte {
@@ -1291,7 +1371,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1383,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1396,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchResponse) GetEntries() []*Mutation {
@@ -1342,7 +1422,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1434,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1447,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PushRequest) GetEntries() []*Mutation {
@@ -1385,7 +1465,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1477,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1490,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 type StreamRequest struct {
@@ -1427,7 +1507,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1519,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1532,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StreamRequest) GetRanges() []*TokenRange {
@@ -1485,7 +1565,7 @@ type StreamBatch struct {
 
 func (x *StreamBatch) Reset() {
 	*x = StreamBatch{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1577,7 @@ func (x *StreamBatch) String() string {
 func (*StreamBatch) ProtoMessage() {}
 
 func (x *StreamBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1590,7 @@ func (x *StreamBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatch.ProtoReflect.Descriptor instead.
 func (*StreamBatch) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StreamBatch) GetEntries() []*Mutation {
@@ -1575,7 +1655,10 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"TokenRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\x04R\x03end\"X\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"A\n" +
+	"\rIngestRequest\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\aentries\"\x10\n" +
+	"\x0eIngestResponse\"X\n" +
 	"\x0ePrepareRequest\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.tierkv.kv.v1.TokenRangeR\x06ranges\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\rR\x05depth\"'\n" +
@@ -1623,14 +1706,15 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\x8a\x01\n" +
 	"\aReplica\x12@\n" +
 	"\x05Apply\x12\x1a.tierkv.kv.v1.ApplyRequest\x1a\x1b.tierkv.kv.v1.ApplyResponse\x12=\n" +
-	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse2\xae\x03\n" +
+	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse2\xf3\x03\n" +
 	"\x06Repair\x12F\n" +
 	"\aPrepare\x12\x1c.tierkv.kv.v1.PrepareRequest\x1a\x1d.tierkv.kv.v1.PrepareResponse\x12C\n" +
 	"\x06Hashes\x12\x1b.tierkv.kv.v1.HashesRequest\x1a\x1c.tierkv.kv.v1.HashesResponse\x12R\n" +
 	"\vLeafDigests\x12 .tierkv.kv.v1.LeafDigestsRequest\x1a!.tierkv.kv.v1.LeafDigestsResponse\x12@\n" +
 	"\x05Fetch\x12\x1a.tierkv.kv.v1.FetchRequest\x1a\x1b.tierkv.kv.v1.FetchResponse\x12=\n" +
 	"\x04Push\x12\x19.tierkv.kv.v1.PushRequest\x1a\x1a.tierkv.kv.v1.PushResponse\x12B\n" +
-	"\x06Stream\x12\x1b.tierkv.kv.v1.StreamRequest\x1a\x19.tierkv.kv.v1.StreamBatch0\x01B)Z'github.com/tierkv/tierkv/api/kv/v1;kvv1b\x06proto3"
+	"\x06Stream\x12\x1b.tierkv.kv.v1.StreamRequest\x1a\x19.tierkv.kv.v1.StreamBatch0\x01\x12C\n" +
+	"\x06Ingest\x12\x1b.tierkv.kv.v1.IngestRequest\x1a\x1c.tierkv.kv.v1.IngestResponseB)Z'github.com/tierkv/tierkv/api/kv/v1;kvv1b\x06proto3"
 
 var (
 	file_kv_v1_kv_proto_rawDescOnce sync.Once
@@ -1645,7 +1729,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),            // 0: tierkv.kv.v1.Consistency
 	(*PutRequest)(nil),          // 1: tierkv.kv.v1.PutRequest
@@ -1663,19 +1747,21 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*ReadRequest)(nil),         // 13: tierkv.kv.v1.ReadRequest
 	(*ReadResponse)(nil),        // 14: tierkv.kv.v1.ReadResponse
 	(*TokenRange)(nil),          // 15: tierkv.kv.v1.TokenRange
-	(*PrepareRequest)(nil),      // 16: tierkv.kv.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 17: tierkv.kv.v1.PrepareResponse
-	(*HashesRequest)(nil),       // 18: tierkv.kv.v1.HashesRequest
-	(*HashesResponse)(nil),      // 19: tierkv.kv.v1.HashesResponse
-	(*LeafSet)(nil),             // 20: tierkv.kv.v1.LeafSet
-	(*LeafDigestsRequest)(nil),  // 21: tierkv.kv.v1.LeafDigestsRequest
-	(*LeafDigestsResponse)(nil), // 22: tierkv.kv.v1.LeafDigestsResponse
-	(*FetchRequest)(nil),        // 23: tierkv.kv.v1.FetchRequest
-	(*FetchResponse)(nil),       // 24: tierkv.kv.v1.FetchResponse
-	(*PushRequest)(nil),         // 25: tierkv.kv.v1.PushRequest
-	(*PushResponse)(nil),        // 26: tierkv.kv.v1.PushResponse
-	(*StreamRequest)(nil),       // 27: tierkv.kv.v1.StreamRequest
-	(*StreamBatch)(nil),         // 28: tierkv.kv.v1.StreamBatch
+	(*IngestRequest)(nil),       // 16: tierkv.kv.v1.IngestRequest
+	(*IngestResponse)(nil),      // 17: tierkv.kv.v1.IngestResponse
+	(*PrepareRequest)(nil),      // 18: tierkv.kv.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 19: tierkv.kv.v1.PrepareResponse
+	(*HashesRequest)(nil),       // 20: tierkv.kv.v1.HashesRequest
+	(*HashesResponse)(nil),      // 21: tierkv.kv.v1.HashesResponse
+	(*LeafSet)(nil),             // 22: tierkv.kv.v1.LeafSet
+	(*LeafDigestsRequest)(nil),  // 23: tierkv.kv.v1.LeafDigestsRequest
+	(*LeafDigestsResponse)(nil), // 24: tierkv.kv.v1.LeafDigestsResponse
+	(*FetchRequest)(nil),        // 25: tierkv.kv.v1.FetchRequest
+	(*FetchResponse)(nil),       // 26: tierkv.kv.v1.FetchResponse
+	(*PushRequest)(nil),         // 27: tierkv.kv.v1.PushRequest
+	(*PushResponse)(nil),        // 28: tierkv.kv.v1.PushResponse
+	(*StreamRequest)(nil),       // 29: tierkv.kv.v1.StreamRequest
+	(*StreamBatch)(nil),         // 30: tierkv.kv.v1.StreamBatch
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
@@ -1684,43 +1770,46 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	9,  // 3: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
 	10, // 4: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
 	10, // 5: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
-	15, // 6: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	15, // 7: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
-	15, // 8: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
-	20, // 9: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
-	10, // 10: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
-	10, // 11: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	15, // 12: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	10, // 13: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
-	1,  // 14: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
-	3,  // 15: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
-	5,  // 16: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
-	7,  // 17: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
-	11, // 18: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
-	13, // 19: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
-	16, // 20: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
-	18, // 21: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
-	21, // 22: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
-	23, // 23: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
-	25, // 24: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
-	27, // 25: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
-	2,  // 26: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
-	4,  // 27: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
-	6,  // 28: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
-	8,  // 29: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
-	12, // 30: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
-	14, // 31: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
-	17, // 32: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
-	19, // 33: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
-	22, // 34: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
-	24, // 35: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
-	26, // 36: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
-	28, // 37: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 6: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	15, // 7: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	15, // 8: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
+	15, // 9: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
+	22, // 10: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
+	10, // 11: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
+	10, // 12: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	15, // 13: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	10, // 14: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
+	1,  // 15: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
+	3,  // 16: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
+	5,  // 17: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
+	7,  // 18: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
+	11, // 19: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
+	13, // 20: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
+	18, // 21: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
+	20, // 22: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
+	23, // 23: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
+	25, // 24: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
+	27, // 25: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
+	29, // 26: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
+	16, // 27: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
+	2,  // 28: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
+	4,  // 29: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
+	6,  // 30: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
+	8,  // 31: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
+	12, // 32: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
+	14, // 33: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
+	19, // 34: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
+	21, // 35: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
+	24, // 36: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
+	26, // 37: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
+	28, // 38: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
+	30, // 39: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
+	17, // 40: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -1734,7 +1823,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -425,6 +425,7 @@ const (
 	Repair_Fetch_FullMethodName       = "/tierkv.kv.v1.Repair/Fetch"
 	Repair_Push_FullMethodName        = "/tierkv.kv.v1.Repair/Push"
 	Repair_Stream_FullMethodName      = "/tierkv.kv.v1.Repair/Stream"
+	Repair_Ingest_FullMethodName      = "/tierkv.kv.v1.Repair/Ingest"
 )
 
 // RepairClient is the client API for Repair service.
@@ -458,6 +459,10 @@ type RepairClient interface {
 	// start_after: join, decommission and replace stream ranges with it, and
 	// resume an interrupted stream from the last key received.
 	Stream(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBatch], error)
+	// Ingest applies a batch of a range a leaving node hands over (no grace
+	// rule: the receiver takes the range over and must get everything),
+	// durably, highest version winning.
+	Ingest(ctx context.Context, in *IngestRequest, opts ...grpc.CallOption) (*IngestResponse, error)
 }
 
 type repairClient struct {
@@ -537,6 +542,16 @@ func (c *repairClient) Stream(ctx context.Context, in *StreamRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Repair_StreamClient = grpc.ServerStreamingClient[StreamBatch]
 
+func (c *repairClient) Ingest(ctx context.Context, in *IngestRequest, opts ...grpc.CallOption) (*IngestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IngestResponse)
+	err := c.cc.Invoke(ctx, Repair_Ingest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RepairServer is the server API for Repair service.
 // All implementations must embed UnimplementedRepairServer
 // for forward compatibility.
@@ -568,6 +583,10 @@ type RepairServer interface {
 	// start_after: join, decommission and replace stream ranges with it, and
 	// resume an interrupted stream from the last key received.
 	Stream(*StreamRequest, grpc.ServerStreamingServer[StreamBatch]) error
+	// Ingest applies a batch of a range a leaving node hands over (no grace
+	// rule: the receiver takes the range over and must get everything),
+	// durably, highest version winning.
+	Ingest(context.Context, *IngestRequest) (*IngestResponse, error)
 	mustEmbedUnimplementedRepairServer()
 }
 
@@ -595,6 +614,9 @@ func (UnimplementedRepairServer) Push(context.Context, *PushRequest) (*PushRespo
 }
 func (UnimplementedRepairServer) Stream(*StreamRequest, grpc.ServerStreamingServer[StreamBatch]) error {
 	return status.Error(codes.Unimplemented, "method Stream not implemented")
+}
+func (UnimplementedRepairServer) Ingest(context.Context, *IngestRequest) (*IngestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ingest not implemented")
 }
 func (UnimplementedRepairServer) mustEmbedUnimplementedRepairServer() {}
 func (UnimplementedRepairServer) testEmbeddedByValue()                {}
@@ -718,6 +740,24 @@ func _Repair_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Repair_StreamServer = grpc.ServerStreamingServer[StreamBatch]
 
+func _Repair_Ingest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IngestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepairServer).Ingest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Repair_Ingest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepairServer).Ingest(ctx, req.(*IngestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Repair_ServiceDesc is the grpc.ServiceDesc for Repair service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +784,10 @@ var Repair_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Push",
 			Handler:    _Repair_Push_Handler,
+		},
+		{
+			MethodName: "Ingest",
+			Handler:    _Repair_Ingest_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
