@@ -84,6 +84,8 @@ type proc struct {
 	cmd                *exec.Cmd
 	done               chan struct{}
 	stderr             *lockedBuffer
+	// extra are flags for this process only (e.g. --replace).
+	extra []string
 }
 
 type lockedBuffer struct {
@@ -106,22 +108,21 @@ func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); retur
 // id, addresses and data directory.
 type cluster struct {
 	t     *testing.T
+	base  string
 	procs []*proc
+	// args are flags for every process (e.g. an S3 object store).
+	args []string
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t *testing.T, n int) *cluster { return startClusterWith(t, n, nil) }
+
+// startClusterWith starts n processes, one after the other, with args added
+// to each command line.
+func startClusterWith(t *testing.T, n int, args []string) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
-	base := t.TempDir()
-	for i := range n {
-		p := &proc{
-			id:     fmt.Sprintf("n%d", i+1),
-			dir:    filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			http:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			grpc:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			gossip: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		}
-		c.procs = append(c.procs, p)
+	c := &cluster{t: t, base: t.TempDir(), args: args}
+	for range n {
+		c.newProc()
 	}
 	t.Cleanup(func() {
 		for _, p := range c.procs {
@@ -133,6 +134,20 @@ func startCluster(t *testing.T, n int) *cluster {
 		c.waitReady(i + 1)
 	}
 	return c
+}
+
+// newProc adds a process (not started) with free ports.
+func (c *cluster) newProc() *proc {
+	i := len(c.procs)
+	p := &proc{
+		id:     fmt.Sprintf("n%d", i+1),
+		dir:    filepath.Join(c.base, fmt.Sprintf("n%d", i+1)),
+		http:   fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+		grpc:   fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+		gossip: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)),
+	}
+	c.procs = append(c.procs, p)
+	return p
 }
 
 func (c *cluster) start(i int) {
@@ -149,7 +164,9 @@ func (c *cluster) start(i int) {
 		"--http-addr", p.http, "--grpc-addr", p.grpc, "--gossip-addr", p.gossip,
 		"--seeds", strings.Join(seeds, ","), "--gossip-profile", "local",
 		"--hint-replay-interval", "200ms", "--replica-timeout", "3s", "--request-timeout", "5s",
-		"--memtable-size", "4194304", "--log-level", "warn")
+		"--memtable-size", "4194304", "--log-level", "warn", "--ring-delay", "10s")
+	p.cmd.Args = append(p.cmd.Args, c.args...)
+	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.stderr = &lockedBuffer{}
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
@@ -247,7 +264,7 @@ func (c *cluster) waitReady(n int) {
 						running = true
 					}
 				}
-				if len(m.Tokens) == 0 || (running && !m.Up) {
+				if len(m.Tokens) == 0 || (running && !m.Up) || m.State != "NORMAL" {
 					return false
 				}
 			}

@@ -59,6 +59,7 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.DurationVar(&cfg.HintWindow, "hint-window", cfg.HintWindow, "how long hints for a down replica are kept")
 	fs.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", cfg.HintMaxBytes, "bound of the hint store in bytes; hints over it are dropped")
 	fs.DurationVar(&cfg.HintReplayInterval, "hint-replay-interval", cfg.HintReplayInterval, "how often pending hints are offered to live replicas")
+	fs.DurationVar(&cfg.RingDelay, "ring-delay", cfg.RingDelay, "how long a joining or leaving node waits for every live member to confirm its state before streaming (0: 30s)")
 	fs.StringVar(&cfg.Replace, "replace", cfg.Replace, "replace the dead node with this id: on an empty data-dir, restore its engine from its latest manifest backup in the object store, serve at once, then stream from peers what is newer (docs/operations.md)")
 	fs.DurationVar(&cfg.ReplaceLookback, "replace-lookback", cfg.ReplaceLookback, "a replacement streams from peers what is newer than its backup's time minus this (0: 30s)")
 	fs.BoolVar(&cfg.ReplaceSkipHydrate, "replace-skip-hydrate", cfg.ReplaceSkipHydrate, "a replacement leaves restored tables in the object store instead of downloading them after it caught up")
