@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tierkv/tierkv/client"
 	"github.com/tierkv/tierkv/objectstore/miniotest"
+	"github.com/tierkv/tierkv/ring"
 )
 
 // minioArgs points every process at a new bucket of s.
@@ -318,4 +321,119 @@ func TestOpsJoinDecommission(t *testing.T) {
 	}
 	t.Logf("join: n4 streamed %d keys and holds %d of %d keys (%.2f; replica share 3/4); decommission: %d keys readable at QUORUM, each on all three remaining nodes",
 		moved, held, joinKeys, float64(held)/float64(joinKeys), len(keys))
+}
+
+// countFiles counts the regular files under dir.
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestOpsReplaceFromPeerShards: with MinIO stopped, a replacement restores
+// n3's tables from the RS(2,1) shards its peers hold, serves them, catches
+// up, and the peers rebuild the shards n3 held for them.
+func TestOpsReplaceFromPeerShards(t *testing.T) {
+	s := miniotest.StartOwn(t)
+	args := append(minioArgs(t, s), "--object-store-peer-shards-data", "2", "--object-store-peer-shards-parity", "1",
+		"--object-store-peer-shards-rebuild-delay", "500ms", "--tiering-hedge-delay", "200ms")
+	c := startClusterWith(t, 4, args)
+	ctx := context.Background()
+	cl := c.client(0, 1, 3)
+	all, q := client.WithConsistency(client.All), client.WithConsistency(client.Quorum)
+	val := bytes.Repeat([]byte("y"), 1500)
+	const old = 300
+	for k := range old {
+		if _, err := cl.Put(ctx, fmt.Appendf(nil, "old%03d", k), append(fmt.Appendf(nil, "%d:", k), val...), all); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 4 {
+		post(t, c.procs[i].http, "/v1/admin/backup", nil) // every node's objects on its peers
+	}
+	heldBefore := countFiles(filepath.Join(c.procs[2].dir, "shards"))
+	if heldBefore == 0 {
+		t.Fatal("n3 holds no shards of its peers' objects")
+	}
+	c.kill(2)
+	if err := os.RemoveAll(c.procs[2].dir); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDown(2)
+	s.Kill(t) // the bucket is gone too
+	var acked []string
+	for k := range 50 {
+		key := fmt.Sprintf("down%03d", k)
+		if _, err := cl.Put(ctx, []byte(key), []byte("n-"+key), q); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, key)
+	}
+	// The keys n3 replicates (RF 3 of 4 nodes).
+	top, err := c.topology(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []ring.Member
+	for _, m := range top.Members {
+		var toks []ring.Token
+		for _, x := range m.Tokens {
+			toks = append(toks, ring.Token(x))
+		}
+		ms = append(ms, ring.Member{ID: ring.NodeID(m.Id), Tokens: toks})
+	}
+	rg, err := ring.New(&ring.Options{}, ms...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned := func(key string) bool { return slices.Contains(rg.Owners([]byte(key), 3), "n3") }
+	first := -1
+	for k := range old {
+		if owned(fmt.Sprintf("old%03d", k)) {
+			first = k
+			break
+		}
+	}
+	start := time.Now()
+	c.procs[2].extra = []string{"--replace", "n3", "--replace-skip-hydrate"}
+	c.start(2)
+	r, err := c.readReplica(2, fmt.Appendf(nil, "old%03d", first))
+	if err != nil || !r.Found || !bytes.HasPrefix(r.Mutation.Value, fmt.Appendf(nil, "%d:", first)) {
+		st, _ := getStatus(c.procs[2].http)
+		t.Fatalf("first read from the replacement (bucket down): %v, %v; status %+v; log: %s", r, err, st.Replace, c.procs[2].stderr.String())
+	}
+	firstRead := time.Since(start)
+	waitFor(t, 60*time.Second, "replacement caught up", func() bool {
+		st, err := getStatus(c.procs[2].http)
+		return err == nil && st.Replace != nil && (st.Replace.Phase == "done" || st.Replace.Phase == "failed")
+	})
+	st, _ := getStatus(c.procs[2].http)
+	if st.Replace.Phase != "done" || !st.Replace.BackupFound || st.Replace.RemoteObjects == 0 {
+		t.Fatalf("replacement: %+v", *st.Replace)
+	}
+	for k := range old {
+		acked = append(acked, fmt.Sprintf("old%03d", k))
+	}
+	checked := 0
+	for _, key := range acked {
+		if !owned(key) {
+			continue
+		}
+		checked++
+		if r, err := c.readReplica(2, []byte(key)); err != nil || !r.Found {
+			t.Fatalf("replacement alone: %s = %v, %v", key, r, err)
+		}
+	}
+	// The peers rebuild, on the replacement, the shards it held for them.
+	waitFor(t, 60*time.Second, "shards rebuilt on the replacement", func() bool {
+		return countFiles(filepath.Join(c.procs[2].dir, "shards")) >= heldBefore
+	})
+	s.Restart(t) // the nodes' final backups and the bucket's removal need it
+	t.Logf("replace with the bucket down: first read %v after start; %d bytes from the peers' shards (fallback), %d keys from peers; %d keys of n3 checked; %d shard files rebuilt on the replacement",
+		firstRead.Round(time.Millisecond), st.Replace.BytesFromBucket, st.Replace.KeysFromPeers, checked, countFiles(filepath.Join(c.procs[2].dir, "shards")))
 }

@@ -44,6 +44,14 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, n.topo.status())
 	})
+	mux.HandleFunc("POST /v1/admin/shards/rebuild", func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.RebuildShards(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	mux.HandleFunc("GET /v1/admin/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})

@@ -98,9 +98,20 @@ type ObjectStoreConfig struct {
 	Dir string `yaml:"dir"`
 	// FallbackDir, if set, is a filesystem bucket that receives a copy of
 	// every uploaded object and manifest backup; reads fall back to it
-	// when the primary bucket fails. Default: none. (In a cluster the
-	// erasure-coded store on peers will take this role.)
+	// when the primary bucket fails. Default: none. Exclusive with
+	// PeerShardsData (the fallback of a cluster).
 	FallbackDir string `yaml:"fallback_dir"`
+	// PeerShardsData and PeerShardsParity, when set (k and m), make the
+	// fallback store Reed-Solomon RS(k, m) shards of every uploaded object
+	// and manifest backup on k+m other nodes, placed by the ring
+	// (docs/shards.md): a replacement restores from them when the bucket
+	// is unreachable. Every node must use the same k and m. Default: off.
+	PeerShardsData   int `yaml:"peer_shards_data"`
+	PeerShardsParity int `yaml:"peer_shards_parity"`
+	// PeerShardsRebuildDelay is how long after a membership change (a
+	// join, a leave, a replacement) the node rebuilds its shards on its
+	// peers. Default 10 s.
+	PeerShardsRebuildDelay time.Duration `yaml:"peer_shards_rebuild_delay"`
 	// Endpoint is the S3 endpoint URL, http:// or https:// (empty: AWS's
 	// for Region).
 	Endpoint string `yaml:"endpoint"`
@@ -386,6 +397,9 @@ func (c *Config) EnsureDefaults() *Config {
 	if c.TombstoneGracePeriod == 0 {
 		c.TombstoneGracePeriod = 10 * 24 * time.Hour
 	}
+	if c.ObjectStore.PeerShardsRebuildDelay == 0 {
+		c.ObjectStore.PeerShardsRebuildDelay = 10 * time.Second
+	}
 	if c.RingDelay == 0 {
 		c.RingDelay = 30 * time.Second
 	}
@@ -489,6 +503,11 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("node: object_store.type %q: want filesystem or s3", c.ObjectStore.Type))
+	}
+	if o := c.ObjectStore; (o.PeerShardsData > 0) != (o.PeerShardsParity > 0) || o.PeerShardsData < 0 || o.PeerShardsParity < 0 || o.PeerShardsData+o.PeerShardsParity > 64 {
+		errs = append(errs, fmt.Errorf("node: object_store.peer_shards_data %d and peer_shards_parity %d: give both (k >= 1, m >= 1, k+m <= 64) or neither", o.PeerShardsData, o.PeerShardsParity))
+	} else if o.PeerShardsData > 0 && o.FallbackDir != "" {
+		errs = append(errs, errors.New("node: object_store.fallback_dir and peer_shards_*: choose one fallback store"))
 	}
 	t := c.Tiering
 	if levels := len(lsm.Metrics{}.Levels); t.ColdLevel < -1 || t.ColdLevel >= levels {

@@ -25,6 +25,9 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	kvv1.RegisterKVServer(s, &kvServer{n: n})
 	kvv1.RegisterReplicaServer(s, &replicaServer{n: n})
 	kvv1.RegisterRepairServer(s, &repairServer{n: n})
+	if n.shardSrv != nil {
+		n.shardSrv.Register(s)
+	}
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, n.health)

@@ -20,8 +20,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,6 +29,7 @@ import (
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/lsm"
 	"github.com/tierkv/tierkv/node/antientropy"
+	"github.com/tierkv/tierkv/node/shards"
 	"github.com/tierkv/tierkv/objectstore"
 	"github.com/tierkv/tierkv/ring"
 	"github.com/tierkv/tierkv/ring/gossip"
@@ -45,9 +46,20 @@ type Node struct {
 	db    *lsm.DB
 	hints *hintStore
 	// tier is the engine's objstorage.Provider: cold tables go to bucket.
-	tier          *tiering.Manager
-	bucket        objectstore.Bucket
-	fallback      objectstore.Bucket // nil: none
+	tier     *tiering.Manager
+	bucket   objectstore.Bucket
+	fallback objectstore.Bucket // nil: none
+	// shardSrv serves the shards peers place here and shardOpts builds
+	// this node's fallback over its peers (nil, zero: peer shards off).
+	shardSrv     *shards.Server
+	shardOpts    shards.Options
+	shardRebuild sync.Mutex
+	shardKick    chan struct{}
+	// members is what watchMembership last saw of each member.
+	members struct {
+		sync.Mutex
+		seen map[ring.NodeID]gossip.Meta
+	}
 	bucketDesc    string
 	bucketClosers []func() error
 	g             *gossip.Gossip
@@ -152,14 +164,15 @@ func Open(cfg *Config) (_ *Node, err error) {
 	c.ID = ident.ID
 
 	n := &Node{
-		cfg:      c,
-		log:      c.Logger.With("node", c.ID),
-		id:       ring.NodeID(c.ID),
-		hlc:      NewHLC(c.Clock, 0), // the clock id is set by join
-		inflight: make(chan struct{}, c.MaxInFlight),
-		stop:     make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		serveErr: make(chan error, 2),
+		cfg:       c,
+		log:       c.Logger.With("node", c.ID),
+		id:        ring.NodeID(c.ID),
+		hlc:       NewHLC(c.Clock, 0), // the clock id is set by join
+		inflight:  make(chan struct{}, c.MaxInFlight),
+		stop:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		shardKick: make(chan struct{}, 1),
+		serveErr:  make(chan error, 2),
 
 		decommissioned: make(chan struct{}),
 	}
@@ -183,12 +196,48 @@ func Open(cfg *Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.closeBuckets() })
+	// listenAndJoin opens the listeners, starts gossip and joins the
+	// cluster (taking tokens and a clock id). It runs once the engine is
+	// open, except for a replacement, which needs the ring to restore (its
+	// fallback store may be its peers).
+	joined := false
+	listenAndJoin := func() error {
+		if n.grpcLn, err = net.Listen("tcp", c.GRPCAddr); err != nil {
+			return fmt.Errorf("node: listen grpc: %w", err)
+		}
+		cleanup = append(cleanup, func() { n.grpcLn.Close() })
+		if n.httpLn, err = net.Listen("tcp", c.HTTPAddr); err != nil {
+			return fmt.Errorf("node: listen http: %w", err)
+		}
+		cleanup = append(cleanup, func() { n.httpLn.Close() })
+
+		if err := n.startTracing(); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, func() { n.stopTracing(context.Background()) })
+		n.reg = prometheus.NewRegistry()
+		n.m = newMetrics(n)
+		if err := n.startGossip(ident); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, func() { n.g.Close() })
+
+		if err := n.join(&ident); err != nil {
+			return err
+		}
+		n.ident.id = ident
+		joined = true
+		return nil
+	}
 	engineDir := filepath.Join(c.DataDir, "data")
 	rs, err := n.prepareReplace(found)
 	if err != nil {
 		return nil, err
 	}
 	if rs != nil && rs.Phase == phaseRestoring {
+		if err := listenAndJoin(); err != nil {
+			return nil, err
+		}
 		if err := n.restoreEngine(rs, engineDir); err != nil {
 			return nil, err
 		}
@@ -220,25 +269,11 @@ func Open(cfg *Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { n.hints.close() })
 
-	if n.grpcLn, err = net.Listen("tcp", c.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("node: listen grpc: %w", err)
+	if !joined {
+		if err := listenAndJoin(); err != nil {
+			return nil, err
+		}
 	}
-	cleanup = append(cleanup, func() { n.grpcLn.Close() })
-	if n.httpLn, err = net.Listen("tcp", c.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("node: listen http: %w", err)
-	}
-	cleanup = append(cleanup, func() { n.httpLn.Close() })
-
-	if err := n.startTracing(); err != nil {
-		return nil, err
-	}
-	cleanup = append(cleanup, func() { n.stopTracing(context.Background()) })
-	n.reg = prometheus.NewRegistry()
-	n.m = newMetrics(n)
-	if err := n.startGossip(ident); err != nil {
-		return nil, err
-	}
-	cleanup = append(cleanup, func() { n.g.Close() })
 
 	n.grpcSrv = n.newGRPCServer()
 	n.httpSrv = &http.Server{
@@ -246,10 +281,6 @@ func Open(cfg *Config) (_ *Node, err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	if err := n.join(&ident); err != nil {
-		return nil, err
-	}
-	n.ident.id = ident
 	n.waitPeersUp()
 	go func() { n.serveErr <- n.grpcSrv.Serve(n.grpcLn) }()
 	go func() { n.serveErr <- n.httpSrv.Serve(n.httpLn) }()
@@ -264,12 +295,17 @@ func Open(cfg *Config) (_ *Node, err error) {
 				n.checkClockID()
 			}
 		}
+		n.watchMembership(ev)
 	})
 	n.checkClockID() // members seen before the subscription
 	// Nothing fails after this point: the background uploads, backups and
 	// GC start only once the node is certain to run.
 	n.tier.Attach(n.db)
 	n.aeSched.Start()
+	if n.shardSrv != nil {
+		n.bg.Add(1)
+		go n.shardLoop()
+	}
 	if ident.Joining {
 		n.bg.Add(1)
 		go n.bootstrap()
@@ -630,6 +666,22 @@ func (n *Node) close() error {
 		errs = append(errs, err)
 	}
 	n.bg.Wait()
+	if err := n.db.Flush(); err != nil && !errors.Is(err, lsm.ErrClosed) {
+		errs = append(errs, err)
+	}
+	// The final manifest backup: a replacement restores from it. Its own
+	// budget, since the drain may have used up ctx's. It runs while gossip
+	// and the peer connections are up: the fallback store may be the
+	// peers. A failure is logged, not returned: the engine's files are
+	// intact and the previous backups stand (the last node of a cluster
+	// that stops has no peers left to hold its shards).
+	bctx, bcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	if n.skipFinalBackupForTesting.Load() {
+		// As after kill -9: no final backup (tiering.Close stops the loop).
+	} else if err := n.tier.Shutdown(bctx); err != nil {
+		n.log.Warn("final manifest backup failed; the previous backups stand", "err", err)
+	}
+	bcancel()
 	if err := n.g.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -639,19 +691,6 @@ func (n *Node) close() error {
 	}
 	n.peers.conns = nil
 	n.peers.Unlock()
-	if err := n.db.Flush(); err != nil && !errors.Is(err, lsm.ErrClosed) {
-		errs = append(errs, err)
-	}
-	// The final manifest backup: a replacement restores from it. Its own
-	// budget, since the drain may have used up ctx's.
-	bctx, bcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
-	if n.skipFinalBackupForTesting.Load() {
-		// As after kill -9: no final backup (tiering.Close stops the loop).
-	} else if err := n.tier.Shutdown(bctx); err != nil {
-		n.log.Warn("final manifest backup failed; the previous backups stand", "err", err)
-		errs = append(errs, fmt.Errorf("node: final manifest backup: %w", err))
-	}
-	bcancel()
 	errs = append(errs, n.hints.close(), n.db.Close(), n.tier.Close(), n.closeBuckets(), n.stopTracing(ctx))
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
