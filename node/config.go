@@ -253,6 +253,11 @@ type Config struct {
 	// it. Writes that reached it later still (hints replayed after a long
 	// outage, repairs) come back through anti-entropy. Default 30 s.
 	ReplaceLookback time.Duration `yaml:"replace_lookback"`
+	// ReplaceFromPeers makes a replacement ignore the object store and
+	// stream every range from one of its replicas, as Cassandra and
+	// ScyllaDB do (the baseline of make bench-recovery; also a way out when
+	// no backup can be trusted).
+	ReplaceFromPeers bool `yaml:"replace_from_peers"`
 	// ReplaceSkipHydrate leaves a replacement's restored tables in the
 	// object store (served remotely through the cache) instead of
 	// downloading them once it has caught up.

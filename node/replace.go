@@ -53,6 +53,10 @@ type replaceState struct {
 	// engine holds every write the dead node applied before it. 0: the
 	// bucket held no backup, and the catch-up streams everything.
 	BackupCreatedMs int64 `json:"backup_created_unix_ms"`
+	// FromPeers: the engine was not restored from the bucket
+	// (replace_from_peers); the catch-up streams every range, once, from
+	// one replica, as Cassandra and ScyllaDB replace a node.
+	FromPeers bool `json:"from_peers,omitempty"`
 }
 
 func loadReplaceState(dir string) (*replaceState, error) {
@@ -174,7 +178,7 @@ func (n *Node) prepareReplace(found bool) (*replaceState, error) {
 		n.log.Warn("this data directory already belongs to the cluster; --replace ignored", "id", c.ID)
 		return nil, nil
 	default:
-		rs = &replaceState{Target: c.ID, Phase: phaseRestoring}
+		rs = &replaceState{Target: c.ID, Phase: phaseRestoring, FromPeers: c.ReplaceFromPeers}
 		if err := writeJSONAtomic(c.DataDir, replaceFile, rs); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
@@ -193,6 +197,12 @@ func (n *Node) restoreEngine(rs *replaceState, engineDir string) error {
 	}
 	if err := os.MkdirAll(engineDir, 0o755); err != nil {
 		return fmt.Errorf("node: replace: %w", err)
+	}
+	if rs.FromPeers {
+		n.log.Info("replace_from_peers: streaming every range from peers, nothing from the object store", "target", rs.Target)
+		rs.Phase = phaseCatchingUp
+		n.replace.set(func(p *replaceProgress) { p.phase = rs.Phase })
+		return writeJSONAtomic(n.cfg.DataDir, replaceFile, rs)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ReplaceRestoreTimeout)
 	defer cancel()
@@ -241,7 +251,24 @@ func (n *Node) catchUp(rs *replaceState, openStart time.Time) {
 	}()
 	minVersion := n.catchUpVersion(rs)
 	byPeer := map[ring.NodeID][]ring.Range{}
-	for _, w := range antientropy.Plan(n.g.Ring(), n.id, n.cfg.ReplicationFactor) {
+	for i, w := range antientropy.Plan(n.g.Ring(), n.id, n.cfg.ReplicationFactor) {
+		if rs.FromPeers {
+			// One replica per range, spread over the live peers.
+			var live []ring.NodeID
+			for _, p := range w.Peers {
+				if n.up(p) {
+					live = append(live, p)
+				}
+			}
+			if len(live) == 0 {
+				live = w.Peers
+			}
+			if len(live) > 0 {
+				p := live[i%len(live)]
+				byPeer[p] = append(byPeer[p], w.Range)
+			}
+			continue
+		}
 		for _, p := range w.Peers {
 			byPeer[p] = append(byPeer[p], w.Range)
 		}

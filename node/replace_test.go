@@ -132,3 +132,54 @@ func TestReplaceUnknownNode(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// TestReplaceFromPeers: with replace_from_peers the replacement restores
+// nothing from the bucket and streams every key once, from one replica per
+// range.
+func TestReplaceFromPeers(t *testing.T) {
+	replacing := false
+	c := startCluster(t, 3, func(cfg *Config) {
+		if replacing && cfg.ID == "n3" {
+			cfg.Replace, cfg.ID, cfg.ReplaceFromPeers = "n3", "", true
+		}
+	})
+	ctx := ctxT(t)
+	const keys, deleted = 300, 30
+	for k := range keys {
+		if _, err := c.nodes[k%3].Put(ctx, fmt.Appendf(nil, "k%03d", k), fmt.Appendf(nil, "v%d", k), All, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nodes[2].Backup(ctx); err != nil { // ignored by the replacement
+		t.Fatal(err)
+	}
+	for k := range deleted {
+		if _, err := c.nodes[0].Delete(ctx, fmt.Appendf(nil, "k%03d", k), All, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.nodes[2].skipFinalBackupForTesting.Store(true)
+	c.stop(2)
+	if err := os.RemoveAll(c.dirs[2]); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDown(2)
+	replacing = true
+	c.start(2)
+	c.waitReady()
+	n3 := c.nodes[2]
+	waitFor(t, 20*time.Second, "streamed", func() bool {
+		s := n3.ReplaceStatus()
+		return s.Phase == phaseDone || s.Phase == phaseFailed
+	})
+	st := n3.ReplaceStatus()
+	if st.Phase != phaseDone || st.BackupFound || st.KeysFromPeers != keys {
+		t.Fatalf("replace from peers: %+v; want done, no backup, each of %d keys streamed once", *st, keys)
+	}
+	for k := range keys {
+		e, err := n3.ReadLocalForTesting(fmt.Appendf(nil, "k%03d", k))
+		if err != nil || e.Deleted != (k < deleted) || (k >= deleted && string(e.Value) != fmt.Sprintf("v%d", k)) {
+			t.Fatalf("n3 alone: k%03d = %q deleted=%v, %v", k, e.Value, e.Deleted, err)
+		}
+	}
+}

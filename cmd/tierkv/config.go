@@ -62,6 +62,7 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.DurationVar(&cfg.RingDelay, "ring-delay", cfg.RingDelay, "how long a joining or leaving node waits for every live member to confirm its state before streaming (0: 30s)")
 	fs.StringVar(&cfg.Replace, "replace", cfg.Replace, "replace the dead node with this id: on an empty data-dir, restore its engine from its latest manifest backup in the object store, serve at once, then stream from peers what is newer (docs/operations.md)")
 	fs.DurationVar(&cfg.ReplaceLookback, "replace-lookback", cfg.ReplaceLookback, "a replacement streams from peers what is newer than its backup's time minus this (0: 30s)")
+	fs.BoolVar(&cfg.ReplaceFromPeers, "replace-from-peers", cfg.ReplaceFromPeers, "a replacement streams every range from one replica instead of restoring from the object store (the Cassandra way; slower)")
 	fs.BoolVar(&cfg.ReplaceSkipHydrate, "replace-skip-hydrate", cfg.ReplaceSkipHydrate, "a replacement leaves restored tables in the object store instead of downloading them after it caught up")
 	fs.DurationVar(&cfg.TombstoneGracePeriod, "tombstone-grace-period", cfg.TombstoneGracePeriod, "how long tombstones are kept; a replica down for longer must be replaced, not repaired (0: 10 days)")
 	fs.DurationVar(&cfg.AntiEntropy.Interval, "anti-entropy-interval", cfg.AntiEntropy.Interval, "time between periodic anti-entropy passes (0: 1h; negative: only on POST /v1/admin/repair)")
