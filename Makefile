@@ -7,7 +7,7 @@ FUZZTIME  ?= 20000x
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster bench-tiering soak minio-install proto run
+.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster bench-tiering bench-recovery soak minio-install proto run
 
 ## run: a local three-node cluster on 127.0.0.1 with the embedded filesystem object store;
 ## prints the endpoints and an example curl (Ctrl-C stops it).
@@ -86,6 +86,11 @@ bench-ring:
 ## TIERKV_BENCH_SIZES=1 for 1 GiB only), cold reads, hydration vs raw GET, erasure MB/s.
 bench-tiering: minio-install
 	TIERKV_REQUIRE_MINIO=1 $(GO) test -run '^$$' -bench '^BenchmarkTiering$$' -benchtime 1x -count=1 -timeout 60m ./tiering/
+
+## bench-recovery: replace a node holding 1 and 4 GiB (TIERKV_BENCH_SIZES=1 for 1 GiB only) of a
+## three-process cluster tiering to a local MinIO: restore from the bucket vs streaming from peers.
+bench-recovery: minio-install
+	TIERKV_REQUIRE_MINIO=1 $(GO) test -run '^$$' -bench '^BenchmarkRecovery$$' -benchtime 1x -count=1 -timeout 120m -v ./integration/
 
 ## bench-cluster: a three-node tierkv cluster (`tierkv dev`) against a three-member etcd (Debian's
 ## etcd-server, installed here if missing), both on loopback, in one run.

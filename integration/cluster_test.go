@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a loopback port free for TCP and UDP (gossip uses both).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -107,7 +107,7 @@ func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); retur
 // cluster is n tierkv processes; a killed process restarts with the same
 // id, addresses and data directory.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	procs []*proc
 	// args are flags for every process (e.g. an S3 object store).
@@ -118,7 +118,7 @@ func startCluster(t *testing.T, n int) *cluster { return startClusterWith(t, n, 
 
 // startClusterWith starts n processes, one after the other, with args added
 // to each command line.
-func startClusterWith(t *testing.T, n int, args []string) *cluster {
+func startClusterWith(t testing.TB, n int, args []string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, base: t.TempDir(), args: args}
 	for range n {
@@ -233,7 +233,7 @@ func (c *cluster) topology(i int) (*kvv1.TopologyResponse, error) {
 	return cl.Topology(context.Background())
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -321,7 +321,7 @@ func (c *cluster) readReplica(i int, key []byte) (*kvv1.ReadResponse, error) {
 	return kvv1.NewReplicaClient(cc).Read(ctx, &kvv1.ReadRequest{Key: key})
 }
 
-func hintsPending(t *testing.T, httpAddr string) float64 {
+func hintsPending(t testing.TB, httpAddr string) float64 {
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		return -1

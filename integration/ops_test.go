@@ -21,7 +21,7 @@ import (
 )
 
 // minioArgs points every process at a new bucket of s.
-func minioArgs(t *testing.T, s *miniotest.Server) []string {
+func minioArgs(t testing.TB, s *miniotest.Server) []string {
 	return []string{
 		"--object-store-type", "s3", "--object-store-endpoint", s.Endpoint,
 		"--object-store-bucket", s.NewBucket(t), "--object-store-region", "us-east-1",
@@ -31,7 +31,7 @@ func minioArgs(t *testing.T, s *miniotest.Server) []string {
 }
 
 // post sends an admin POST and decodes the JSON answer into out (if set).
-func post(t *testing.T, httpAddr, path string, out any) {
+func post(t testing.TB, httpAddr, path string, out any) {
 	t.Helper()
 	resp, err := http.Post("http://"+httpAddr+path, "", nil)
 	if err != nil {
