@@ -16,9 +16,12 @@ import (
 )
 
 func (n *Node) newGRPCServer() *grpc.Server {
+	codec := newStrictCodec()
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(n.maxMsgSize()),
 		grpc.MaxSendMsgSize(n.maxMsgSize()),
+		grpc.ForceServerCodecV2(codec),
+		grpc.ChainUnaryInterceptor(codec.interceptor),
 	}
 	opts = append(opts, n.tracingServerOptions()...)
 	s := grpc.NewServer(opts...)

@@ -154,7 +154,8 @@ func (n *Node) ReplaceStatus() *ReplaceStatus {
 		s.BytesFromBucket = p.restore.MetaBytes
 	}
 	if n.tier != nil {
-		s.BytesFromBucket += int64(n.tier.Metrics().BytesDownloaded)
+		tm := n.tier.Metrics()
+		s.BytesFromBucket += int64(tm.BytesDownloaded + tm.HydratedBytes)
 	}
 	return s
 }
