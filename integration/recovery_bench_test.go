@@ -57,7 +57,9 @@ type recoveryRun struct {
 
 func benchRecovery(b *testing.B, gib int) {
 	s := miniotest.StartOwn(b)
-	c := startClusterWith(b, 3, append(minioArgs(b, s), "--memtable-size", "67108864"))
+	// Streams unthrottled (anti_entropy.rate, default 32 MiB/s, bounds
+	// both ways of replacing): both run at the machine's speed.
+	c := startClusterWith(b, 3, append(minioArgs(b, s), "--memtable-size", "67108864", "--anti-entropy-rate", "-1"))
 	const valueSize = 64 << 10
 	keys := gib << 30 / valueSize
 	ctx := context.Background()

@@ -306,6 +306,8 @@ type Config struct {
 	// EngineOptions, if set, is the base of the engine's options; the node
 	// overrides the bounds, the clock, VersionTime and (tiering) Provider.
 	EngineOptions *lsm.Options `yaml:"-"`
+	// streamHookForTesting, if set, becomes Node.streamHookForTesting.
+	streamHookForTesting func(peer ring.NodeID) error
 	// ObjectStoreBucket, if set, is the tiering bucket, used instead of
 	// opening ObjectStore's (tests, embedding). The node does not close it.
 	ObjectStoreBucket objectstore.Bucket `yaml:"-"`

@@ -118,6 +118,9 @@ type Node struct {
 	// applyHookForTesting, if set, runs before the Replica service applies
 	// a mutation (tests make replicas hang with it).
 	applyHookForTesting atomic.Pointer[func(context.Context)]
+	// streamHookForTesting, if set, runs after each batch a stream from a
+	// peer applied; an error breaks the stream there (tests of resumption).
+	streamHookForTesting atomic.Pointer[func(peer ring.NodeID) error]
 	// skipFinalBackupForTesting makes Close leave out the final manifest
 	// backup, as a crash would (replace tests).
 	skipFinalBackupForTesting atomic.Bool
@@ -177,6 +180,9 @@ func Open(cfg *Config) (_ *Node, err error) {
 		decommissioned: make(chan struct{}),
 	}
 	n.peers.conns = make(map[ring.NodeID]*peerConn)
+	if c.streamHookForTesting != nil {
+		n.streamHookForTesting.Store(&c.streamHookForTesting)
+	}
 	openStart := c.Clock.Now()
 	var cleanup []func()
 	defer func() {

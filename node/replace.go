@@ -414,6 +414,11 @@ func (n *Node) streamOnce(ctx context.Context, peer ring.NodeID, req *kvv1.Strea
 		req.StartAfter = slices.Clone(es[len(es)-1].Key)
 		progressed = true
 		progress(int64(len(es)), size)
+		if h := n.streamHookForTesting.Load(); h != nil {
+			if err := (*h)(peer); err != nil {
+				return progressed, err // as if the stream broke here
+			}
+		}
 	}
 }
 

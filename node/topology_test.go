@@ -181,3 +181,64 @@ func TestDecommission(t *testing.T) {
 	t.Logf("decommission: %+v; %d writes acknowledged during it", *st, len(acked))
 	checkPlacement(t, c, append(keys, acked...), false)
 }
+
+// TestJoinStreamResumes: every stream of a join breaks after its first batch;
+// each resumes after the last key applied, so no key travels twice and the
+// join completes with exact placement.
+func TestJoinStreamResumes(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	ctx := ctxT(t)
+	var keys []string
+	big := bytes.Repeat([]byte("v"), 4000) // batches of about 1 MiB: several per stream
+	for k := range 1200 {
+		key := fmt.Sprintf("r%04d", k)
+		if _, err := c.nodes[k%3].Put(ctx, []byte(key), append([]byte("v-"+key), big...), All, 0); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
+	}
+	// The hook must be set before the node joins: through its config.
+	var mu sync.Mutex
+	broken := map[ring.NodeID]bool{}
+	hook := func(peer ring.NodeID) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !broken[peer] {
+			broken[peer] = true
+			return fmt.Errorf("test: stream from %s broken", peer)
+		}
+		return nil
+	}
+	c.mod = func(cfg *Config) {
+		if cfg.ID == "n4" {
+			cfg.streamHookForTesting = hook
+		}
+	}
+	i := c.add()
+	c.waitReady()
+	st := c.nodes[i].Status().Topology
+	held := 0
+	for _, key := range keys {
+		if _, err := c.nodes[i].ReadLocalForTesting([]byte(key)); err == nil {
+			held++
+		}
+	}
+	mu.Lock()
+	nBroken := len(broken)
+	mu.Unlock()
+	if nBroken == 0 || st.Phase != "done" {
+		t.Fatalf("%d streams broken, join %+v", nBroken, st)
+	}
+	if int(st.Keys) != held {
+		t.Fatalf("streamed %d keys for %d held: a resumed stream sent keys again", st.Keys, held)
+	}
+	r := c.nodes[i].Ring()
+	for _, key := range keys {
+		e, err := c.nodes[i].ReadLocalForTesting([]byte(key))
+		owner := slices.Contains(r.Owners([]byte(key), 3), ring.NodeID(c.nodes[i].ID()))
+		if owner && (err != nil || !bytes.HasPrefix(e.Value, []byte("v-"+key))) {
+			t.Fatalf("n4 lacks %s after resumed streams: %v", key, err)
+		}
+	}
+	t.Logf("%d streams broken and resumed; %d keys streamed, each once", nBroken, st.Keys)
+}
