@@ -249,6 +249,11 @@ func (n *Node) bootstrap() {
 	took := time.Since(start)
 	p.set(func(p *topoProgress) { p.phase, p.took = "done", took })
 	n.log.Info("joined: NORMAL", "after", took)
+	// Make sure every member hears it (re-announcing if a broadcast was
+	// missed): until then it keeps treating this node as pending.
+	if !n.waitSeenAs(ctx, ring.StateNormal, n.cfg.RingDelay) && ctx.Err() == nil {
+		n.log.Warn("not every live member confirmed this node as NORMAL yet; gossip will spread it")
+	}
 }
 
 // Decommission hands this node's ranges to the nodes that gain them and

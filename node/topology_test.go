@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -64,6 +65,23 @@ func writer(t *testing.T, c *testCluster, prefix string, stop <-chan struct{}, i
 	}
 }
 
+// putAll writes key at ALL, retrying while a replica is briefly considered
+// down (a loaded machine delays heartbeats): the tests using it are about
+// placement, not availability.
+func putAll(t *testing.T, n *Node, key string) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		_, err := n.Put(ctxT(t), []byte(key), []byte("v-"+key), All, 0)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrUnavailable) || attempt == 50 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // checkPlacement checks that every running node holds, in its own engine,
 // the keys the final ring places on it (and, unless extra, no others), and
 // that every key reads at QUORUM. A join leaves the displaced replicas their
@@ -102,13 +120,10 @@ func checkPlacement(t *testing.T, c *testCluster, keys []string, extra bool) {
 // QUORUM.
 func TestJoinStreamsRanges(t *testing.T) {
 	c := startCluster(t, 3, nil)
-	ctx := ctxT(t)
 	var keys []string
 	for k := range 600 {
 		key := fmt.Sprintf("pre%04d", k)
-		if _, err := c.nodes[k%3].Put(ctx, []byte(key), []byte("v-"+key), All, 0); err != nil {
-			t.Fatal(err)
-		}
+		putAll(t, c.nodes[k%3], key)
 		keys = append(keys, key)
 	}
 	stop := make(chan struct{})
@@ -141,13 +156,10 @@ func TestJoinStreamsRanges(t *testing.T) {
 // write reads at QUORUM.
 func TestDecommission(t *testing.T) {
 	c := startCluster(t, 4, nil)
-	ctx := ctxT(t)
 	var keys []string
 	for k := range 600 {
 		key := fmt.Sprintf("pre%04d", k)
-		if _, err := c.nodes[k%4].Put(ctx, []byte(key), []byte("v-"+key), All, 0); err != nil {
-			t.Fatal(err)
-		}
+		putAll(t, c.nodes[k%4], key)
 		keys = append(keys, key)
 	}
 	stop := make(chan struct{})

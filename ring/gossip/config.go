@@ -106,9 +106,6 @@ func DefaultConfig() *Config {
 func LocalConfig() *Config {
 	ml := memberlist.DefaultLocalConfig()
 	ml.DeadNodeReclaimTime = time.Second
-	// A metadata update whose broadcasts all missed a member reaches it at
-	// the next full state exchange: keep that within seconds on loopback.
-	ml.PushPullInterval = 2 * time.Second
 	return &Config{
 		BindAddr:          "127.0.0.1",
 		BindPort:          0,
