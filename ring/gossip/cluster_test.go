@@ -414,10 +414,13 @@ func convergence(t testing.TB, n int) map[string]time.Duration {
 	c := startCluster(t, n, largeCluster)
 	out["start and join calls"] = time.Since(start)
 	all := ids(c.members)
-	out["join (all see all alive)"] = waitFor(t, 60*time.Second, "join convergence", func() bool {
+	// NB: generous bounds: under the race detector, on 2 cores shared with
+	// the other packages' tests, 50 members take far longer than the ~10 s
+	// they take alone; the figures are what this test reports.
+	out["join (all see all alive)"] = waitFor(t, 3*time.Minute, "join convergence", func() bool {
 		return everyone(c.members, all, alive)
 	})
-	out["join (all Up by phi)"] = waitFor(t, 60*time.Second, "phi up", func() bool {
+	out["join (all Up by phi)"] = waitFor(t, 3*time.Minute, "phi up", func() bool {
 		return everyone(c.members, all, func(m Member, ok bool) bool { return ok && m.Up })
 	}) + out["join (all see all alive)"] // measured from the last Join call
 
