@@ -2,7 +2,8 @@
 // interface and the helpers every backend shares (name validation, exact-size
 // uploads, retries with bounded backoff and jitter, error classification).
 //
-// The backends live in subpackages (localfs, s3, erasure, faulty) except the
+// The backends live in subpackages (localfs, s3, erasure, faulty; fallback
+// combines two buckets for reads) except the
 // in-memory one, which ships beside the interface (NewMemBucket) so that any
 // package can use it in tests. objectstoretest holds the acceptance suite
 // that every backend passes.
