@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -260,7 +262,7 @@ func (m *Manager) GC(ctx context.Context) error {
 	keep := seqs[max(0, len(seqs)-m.opts.BackupRetention):]
 	for _, s := range keep {
 		name := backupName(node, s)
-		b, err := readBackup(ctx, m.opts.Bucket, name)
+		b, err := readBackup(ctx, m.primary, name)
 		if err != nil {
 			return fmt.Errorf("tiering: gc: %w", err)
 		}
@@ -290,6 +292,7 @@ func (m *Manager) GC(ctx context.Context) error {
 	}
 	now := m.opts.Clock.Now()
 	var del []string
+	changed := false
 	m.mu.Lock()
 	seen := map[string]bool{}
 	for _, n := range cands {
@@ -298,6 +301,7 @@ func (m *Manager) GC(ctx context.Context) error {
 		if !ok {
 			m.mu.unrefSince[n] = now
 			since = now
+			changed = true
 		}
 		if now.Sub(since) >= m.opts.GCDelay {
 			del = append(del, n)
@@ -306,38 +310,65 @@ func (m *Manager) GC(ctx context.Context) error {
 	for n := range m.mu.unrefSince {
 		if !seen[n] {
 			delete(m.mu.unrefSince, n) // referenced again, or gone
+			changed = true
 		}
 	}
 	m.mu.Unlock()
 	var errs []error
 	for _, n := range del {
+		var derr error
 		for _, b := range []objectstore.Bucket{m.opts.Bucket, m.opts.Fallback} {
 			if b == nil {
 				continue
 			}
 			if err := b.Delete(ctx, n); err != nil {
-				errs = append(errs, fmt.Errorf("tiering: gc: delete %s: %w", n, err))
+				derr = errors.Join(derr, fmt.Errorf("tiering: gc: delete %s: %w", n, err))
 			}
+		}
+		if derr != nil {
+			errs = append(errs, derr) // the next GC retries it (Delete is idempotent)
+			continue
 		}
 		m.mu.Lock()
 		delete(m.mu.unrefSince, n)
 		m.mu.Unlock()
+		changed = true
 		m.m.gcDeleted.Add(1)
+	}
+	if changed {
+		// NB: only the GC (under bgMu) changes unrefSince, so this is
+		// the state the next GC starts from.
+		m.mu.Lock()
+		since := maps.Clone(m.mu.unrefSince)
+		m.mu.Unlock()
+		if err := m.saveGCState(since); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// readBackup reads and decodes a manifest backup, refusing one larger than
-// maxBackupSize before reading it (invariant 7).
-func readBackup(ctx context.Context, b objectstore.Bucket, name string) (*backup, error) {
-	a, err := b.Attributes(ctx, name)
+// readBackup reads and decodes a manifest backup through r, refusing one
+// larger than maxBackupSize before reading it (invariant 7).
+func readBackup(ctx context.Context, r *reads, name string) (*backup, error) {
+	a, err := r.b.Attributes(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	if a.Size > maxBackupSize {
 		return nil, fmt.Errorf("%w: %s is %d bytes, over the limit of %d", ErrCorruptBackup, name, a.Size, maxBackupSize)
 	}
-	data, err := objectstore.ReadAll(ctx, b, name)
+	var data []byte
+	err = r.stream(ctx, func(ctx context.Context) (io.ReadCloser, error) {
+		return r.b.Get(ctx, name)
+	}, func(rd io.Reader) (err error) {
+		// NB: bounded again: the object may have changed since.
+		data, err = io.ReadAll(io.LimitReader(rd, maxBackupSize+1))
+		if err == nil && len(data) > maxBackupSize {
+			err = fmt.Errorf("%w: %s is over the limit of %d bytes", ErrCorruptBackup, name, maxBackupSize)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}

@@ -37,20 +37,75 @@ func BenchmarkTiering(b *testing.B) {
 	if sizes == "" {
 		sizes = "1,4"
 	}
-	bucket, _ := minioBucket(t)
+	bucket, srv := minioBucket(t)
 	for _, s := range strings.Split(sizes, ",") {
 		gib, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		benchSize(t, bucket, fmt.Sprintf("node-%sg", strings.TrimSpace(s)), int64(gib*(1<<30)))
+		benchSize(t, bucket, srv.Pid(), fmt.Sprintf("node-%sg", strings.TrimSpace(s)), int64(gib*(1<<30)))
 	}
 	benchErasure(t)
 }
 
 func report(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 
-func benchSize(t testing.TB, bucket objectstore.Bucket, node string, size int64) {
+// cpuSample is the CPU time used so far by this process, by the MinIO
+// server (if its pid is known) and by the whole machine, from /proc
+// (Linux; zero elsewhere).
+type cpuSample struct {
+	self, minio, busy, idle time.Duration
+}
+
+func sampleCPU(minioPid int) cpuSample {
+	var c cpuSample
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	const tick = 10 * time.Millisecond // USER_HZ = 100
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", minioPid)); minioPid > 0 && err == nil {
+		if i := bytes.LastIndexByte(b, ')'); i > 0 {
+			// Fields after the command: state is field 3; utime and
+			// stime are fields 14 and 15.
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				k, _ := strconv.ParseInt(f[12], 10, 64)
+				c.minio = time.Duration(u+k) * tick
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		for i := 1; i < len(f) && i <= 8; i++ {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			if i == 4 || i == 5 { // idle, iowait
+				c.idle += time.Duration(v) * tick
+			} else {
+				c.busy += time.Duration(v) * tick
+			}
+		}
+	}
+	return c
+}
+
+// cpuSince describes the CPU used since start.
+func cpuSince(start cpuSample, minioPid int) string {
+	end := sampleCPU(minioPid)
+	busy, idle := end.busy-start.busy, end.idle-start.idle
+	out := fmt.Sprintf("CPU: this process %.2f s", (end.self - start.self).Seconds())
+	if minioPid > 0 {
+		out += fmt.Sprintf(", MinIO %.2f s", (end.minio - start.minio).Seconds())
+	}
+	if busy+idle > 0 {
+		out += fmt.Sprintf(", machine %.0f%% busy", 100*float64(busy)/float64(busy+idle))
+	}
+	return out
+}
+
+func benchSize(t testing.TB, bucket objectstore.Bucket, minioPid int, node string, size int64) {
 	ctx := context.Background()
 	label := fmt.Sprintf("%.1f GiB", float64(size)/(1<<30))
 	const valueSize = 500 // below the value separation threshold: values live in the tables
@@ -165,6 +220,8 @@ func benchSize(t testing.TB, bucket objectstore.Bucket, node string, size int64)
 	// Raw GET throughput of the same objects, same concurrency.
 	entries := m.cat.Entries()
 	raw := func() float64 {
+		cpu := sampleCPU(minioPid)
+		defer func() { report("tiering %s: raw GET %s", label, cpuSince(cpu, minioPid)) }()
 		s := time.Now()
 		var total int64
 		var mu sync.Mutex
@@ -196,11 +253,13 @@ func benchSize(t testing.TB, bucket objectstore.Bucket, node string, size int64)
 	}
 	raw1 := raw()
 	syscall.Sync()
+	cpu := sampleCPU(minioPid)
 	s := time.Now()
 	if err := m.Hydrate(ctx, HydrateOptions{All: true}); err != nil {
 		t.Fatal(err)
 	}
 	hyd := float64(m.Metrics().HydratedBytes) / time.Since(s).Seconds()
+	report("tiering %s: hydration %s", label, cpuSince(cpu, minioPid))
 	raw2 := raw()
 	rawMean := (raw1 + raw2) / 2
 	report("tiering %s: hydration %.0f MB/s; raw MinIO GET %.0f MB/s (runs %.0f, %.0f)", label, hyd/1e6, rawMean/1e6, raw1/1e6, raw2/1e6)

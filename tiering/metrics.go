@@ -10,9 +10,12 @@ type counters struct {
 	bytesUp, objectsUp, uploadFailures, fallbackBytesUp atomic.Uint64
 	bytesDown, getOps, remoteReads                      atomic.Uint64
 	cacheHits, cacheMisses                              atomic.Uint64
-	fallbackReads, hedgedReads, fallbackBytes           atomic.Uint64
-	backups, backupFailures, gcDeleted                  atomic.Uint64
-	hydratedBytes, hydratedObjects                      atomic.Uint64
+	// fallbackReads and fallbackBytes count hydration downloads sent to
+	// the fallback bucket because the primary's bytes failed
+	// verification; the fallback combinator counts the rest.
+	fallbackReads, fallbackBytes       atomic.Uint64
+	backups, backupFailures, gcDeleted atomic.Uint64
+	hydratedBytes, hydratedObjects     atomic.Uint64
 }
 
 // Metrics is a snapshot of a Manager's counters and gauges. The node layer
@@ -62,13 +65,15 @@ func (m *Metrics) CacheHitRatio() float64 {
 // Metrics returns a snapshot of the metrics.
 func (m *Manager) Metrics() Metrics {
 	c := &m.m
+	fb := m.reads.stats()
 	out := Metrics{
 		BytesUploaded: c.bytesUp.Load(), ObjectsUploaded: c.objectsUp.Load(), UploadFailures: c.uploadFailures.Load(),
 		FallbackBytesUploaded: c.fallbackBytesUp.Load(),
 		BytesDownloaded:       c.bytesDown.Load(), GetOps: c.getOps.Load(), RemoteReads: c.remoteReads.Load(),
 		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), CacheSize: m.cache.size(),
-		FallbackReads: c.fallbackReads.Load(), HedgedReads: c.hedgedReads.Load(), FallbackBytes: c.fallbackBytes.Load(),
-		Backups: c.backups.Load(), BackupFailures: c.backupFailures.Load(), GCDeleted: c.gcDeleted.Load(),
+		FallbackReads: c.fallbackReads.Load() + fb.FallbackReads, HedgedReads: fb.HedgedReads,
+		FallbackBytes: c.fallbackBytes.Load() + fb.FallbackBytes,
+		Backups:       c.backups.Load(), BackupFailures: c.backupFailures.Load(), GCDeleted: c.gcDeleted.Load(),
 		HydratedBytes: c.hydratedBytes.Load(), HydratedObjects: c.hydratedObjects.Load(),
 	}
 	m.mu.Lock()

@@ -28,9 +28,10 @@ type Options struct {
 	// Bucket is the primary object store. Required.
 	Bucket objectstore.Bucket
 	// Fallback, if set, receives a copy of every uploaded object and
-	// manifest backup; reads and restores use it when Bucket fails or is
-	// slower than HedgeDelay. In a cluster it is an erasure.Bucket over
-	// stores on peers; any Bucket works.
+	// manifest backup; reads, restores and hydration use it (through
+	// objectstore/fallback) when Bucket fails, says an object does not
+	// exist, or is slower than HedgeDelay. In a cluster it is an
+	// erasure-coded store over peers; any Bucket works.
 	Fallback objectstore.Bucket
 	// Policy says which objects are cold. Default: DefaultPolicy(Leveled).
 	Policy *Policy
@@ -55,8 +56,9 @@ type Options struct {
 	// unlimited.
 	UploadRate int64
 	// HedgeDelay: a remote read not answered by Bucket within HedgeDelay
-	// is also sent to Fallback, and the first answer wins. 0 disables
-	// hedging (Fallback is then used only when Bucket fails).
+	// is also sent to Fallback, and the first answer wins (the other is
+	// cancelled). 0 disables hedging (Fallback is then used only when
+	// Bucket fails or lost the object).
 	HedgeDelay time.Duration
 	// Retry is the retry policy of object store calls.
 	Retry objectstore.RetryOptions

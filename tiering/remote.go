@@ -12,108 +12,93 @@ import (
 	"github.com/tierkv/tierkv/lsm/objstorage"
 	"github.com/tierkv/tierkv/lsm/vfs"
 	"github.com/tierkv/tierkv/objectstore"
+	"github.com/tierkv/tierkv/objectstore/fallback"
 	"github.com/tierkv/tierkv/tiering/internal/catalog"
 )
 
-// fetcher reads byte ranges of objects from the primary bucket, falling
-// back to (or hedging with) the fallback bucket.
-type fetcher struct {
-	primary, fallback objectstore.Bucket
-	hedge             time.Duration
-	retry             objectstore.RetryOptions
-	m                 *counters
+// reads is how tiering reads objects: from the primary bucket, each call
+// retried, falling back to (or hedged with) the fallback bucket through
+// objectstore/fallback when there is one.
+type reads struct {
+	// b serves the reads: the primary wrapped in objectstore.WithRetry, or
+	// fb.
+	b objectstore.Bucket
+	// fb is the fallback combinator (primary and fallback, each retried),
+	// nil without a fallback bucket.
+	fb    *fallback.Bucket
+	retry objectstore.RetryOptions
+	m     *counters
 }
 
-// readRange reads exactly n bytes at off of name from b.
-func readRange(ctx context.Context, b objectstore.Bucket, name string, off, n int64, retry objectstore.RetryOptions) ([]byte, error) {
+// newReads returns the reads of primary with the optional secondary: a
+// read the primary fails (after its retries), answers ErrNotExist to, or
+// has not answered within hedge (if positive), goes to the secondary.
+func newReads(primary, secondary objectstore.Bucket, hedge time.Duration, retry objectstore.RetryOptions, m *counters) (*reads, error) {
+	retry = retry.EnsureDefaults()
+	r := &reads{b: objectstore.WithRetry(primary, retry), retry: retry, m: m}
+	if secondary != nil {
+		// NB: FallbackOnNotExist: every object tiering reads is in the
+		// catalog or a backup, so it was written to both buckets; a
+		// primary that says otherwise lost it.
+		fb, err := fallback.New(r.b, objectstore.WithRetry(secondary, retry), fallback.Options{HedgeDelay: hedge, FallbackOnNotExist: true})
+		if err != nil {
+			return nil, fmt.Errorf("tiering: %w", err)
+		}
+		r.b, r.fb = fb, fb
+	}
+	return r, nil
+}
+
+// stats returns the fallback combinator's counters (zero without one).
+func (r *reads) stats() fallback.Stats {
+	if r.fb == nil {
+		return fallback.Stats{}
+	}
+	return r.fb.Stats()
+}
+
+// stream opens a reader and consumes it. Opening is retried inside r.b
+// (each bucket by r.retry, then the fallback); a transient error while
+// consuming opens the object again (the fallback serves if the primary
+// failed meanwhile), at most r.retry.MaxAttempts times in all.
+func (r *reads) stream(ctx context.Context, open func(ctx context.Context) (io.ReadCloser, error), consume func(io.Reader) error) error {
+	for attempt := 1; ; attempt++ {
+		rc, err := open(ctx)
+		if err != nil {
+			return err
+		}
+		err = consume(rc)
+		if cerr := rc.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil || ctx.Err() != nil || !r.retry.IsTransient(err) {
+			return err
+		}
+		if attempt >= r.retry.MaxAttempts {
+			return fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		}
+	}
+}
+
+// readRange reads exactly n bytes at off of object name (what names it
+// for errors).
+func (r *reads) readRange(ctx context.Context, what, name string, off, n int64) ([]byte, error) {
+	r.m.getOps.Add(1)
 	p := make([]byte, n)
-	err := objectstore.Retry(ctx, retry, func(ctx context.Context) error {
-		rc, err := b.GetRange(ctx, name, off, n)
-		if err != nil {
-			return err
+	err := r.stream(ctx, func(ctx context.Context) (io.ReadCloser, error) {
+		return r.b.GetRange(ctx, name, off, n)
+	}, func(rd io.Reader) error {
+		_, err := io.ReadFull(rd, p)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		defer rc.Close()
-		if _, err := io.ReadFull(rc, p); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-		return nil
+		return err
 	})
-	return p, err
-}
-
-// fetch reads [off, off+n) of object name (what names it for errors).
-func (f *fetcher) fetch(ctx context.Context, what, name string, off, n int64) ([]byte, error) {
-	f.m.getOps.Add(1)
-	if f.fallback == nil {
-		p, err := readRange(ctx, f.primary, name, off, n, f.retry)
-		if err != nil {
-			return nil, fmt.Errorf("tiering: read %s [%d, %d): %w", what, off, off+n, err)
-		}
-		f.m.bytesDown.Add(uint64(n))
-		return p, nil
+	if err != nil {
+		return nil, fmt.Errorf("tiering: read %s [%d, %d): %w", what, off, off+n, err)
 	}
-	type result struct {
-		p        []byte
-		err      error
-		fallback bool
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results := make(chan result, 2)
-	go func() {
-		p, err := readRange(ctx, f.primary, name, off, n, f.retry)
-		results <- result{p, err, false}
-	}()
-	var hedge <-chan time.Time
-	if f.hedge > 0 {
-		t := time.NewTimer(f.hedge)
-		defer t.Stop()
-		hedge = t.C
-	}
-	startFallback := func() {
-		f.m.fallbackReads.Add(1)
-		go func() {
-			p, err := readRange(ctx, f.fallback, name, off, n, f.retry)
-			results <- result{p, err, true}
-		}()
-	}
-	pending, started := 1, false
-	var errs []error
-	for pending > 0 {
-		select {
-		case <-hedge:
-			hedge = nil
-			if !started {
-				started = true
-				pending++
-				f.m.hedgedReads.Add(1)
-				startFallback()
-			}
-		case r := <-results:
-			pending--
-			if r.err == nil {
-				f.m.bytesDown.Add(uint64(n))
-				if r.fallback {
-					f.m.fallbackBytes.Add(uint64(n))
-				}
-				return r.p, nil
-			}
-			src := "primary"
-			if r.fallback {
-				src = "fallback"
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", src, r.err))
-			if !started && ctx.Err() == nil {
-				started = true
-				pending++
-				startFallback()
-			}
-		}
-	}
-	return nil, fmt.Errorf("tiering: read %s [%d, %d): %w", what, off, off+n, errors.Join(errs...))
+	r.m.bytesDown.Add(uint64(n))
+	return p, nil
 }
 
 // remoteReadable serves an object that lives only in the object store: the
@@ -191,7 +176,7 @@ func (r *remoteReadable) readChunks(ctx context.Context, p []byte, off int64) er
 		}
 		lo, _ := chunkRange(missing[i])
 		_, hi := chunkRange(missing[j])
-		data, err := r.m.fetch.fetch(ctx, r.what, r.name, lo, hi-lo)
+		data, err := r.m.reads.readRange(ctx, r.what, r.name, lo, hi-lo)
 		if err != nil {
 			return err
 		}

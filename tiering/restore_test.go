@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -195,6 +196,115 @@ func TestRestoreFromFallback(t *testing.T) {
 	})
 	if got := snapshotReads(rd.db, n); got != want {
 		t.Fatal("engine restored from the fallback answers differently")
+	}
+	// Hydration with the primary still down: whole-object reads come from
+	// the erasure fallback too.
+	if err := rd.m.Hydrate(ctx, HydrateOptions{All: true}); err != nil {
+		t.Fatalf("hydrate with the primary down: %v", err)
+	}
+	m := rd.m.Metrics()
+	if m.HydratedObjects == 0 || m.RemoteObjects != 0 || m.FallbackBytes < m.HydratedBytes || m.FallbackReads < m.HydratedObjects {
+		t.Fatalf("after hydrating with the primary down: %+v", m)
+	}
+	if got := snapshotReads(rd.db, n); got != want {
+		t.Fatal("engine hydrated from the fallback answers differently")
+	}
+}
+
+// TestHydrateFallback: hydration downloads of objects the primary lost or
+// serves corrupt come from the fallback; every byte is verified, and
+// without a fallback a corrupt object is an error naming it that leaves no
+// local copy.
+func TestHydrateFallback(t *testing.T) {
+	const n = 3000
+	primary := faulty.New(objectstore.NewMemBucket(), faulty.Options{Sleep: noSleep})
+	eb, _ := erasureOver(t, 3, 2)
+	fs := vfs.NewMemFS()
+	clock := newManualClock()
+	p := &Policy{Strategy: lsm.Leveled, ColdLevel: 1, BlobColdAge: 0}
+	dbOpts := func(fs vfs.FS) func(p objstorage.Provider) *lsm.Options {
+		return func(p objstorage.Provider) *lsm.Options {
+			o := smallDBOptions(fs, lsm.Leveled, clock, p)
+			o.DisableAutomaticCompactions = true
+			return o
+		}
+	}
+	td := openTiered(t, testOptions(fs, "/src", primary, eb, p, clock), func(p objstorage.Provider) *lsm.Options {
+		return smallDBOptions(fs, lsm.Leveled, clock, p)
+	})
+	for i := 0; i < n; i++ {
+		if err := td.db.Set([]byte(fmt.Sprintf("key-%06d", 2*i)), value(i), uint64(i+1), lsm.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := td.db.WaitForCompactions(); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.m.Upload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := snapshotReads(td.db, n)
+	td.close()
+
+	restore := func(dir string, fallback objectstore.Bucket) *tieredDB {
+		if _, err := Restore(ctx, RestoreOptions{FS: fs, Dir: dir, NodeID: "node1", Bucket: primary, Fallback: fallback, Retry: fastRetry}); err != nil {
+			t.Fatal(err)
+		}
+		return openTiered(t, testOptions(fs, dir, primary, fallback, p, clock), dbOpts(fs))
+	}
+	var names []string
+	if err := objectstore.Iter(ctx, primary, "node1/tables/", func(name string) error {
+		names = append(names, name)
+		return nil
+	}); err != nil || len(names) < 4 {
+		t.Fatalf("list: %v (%d tables)", err, len(names))
+	}
+	// Restore reads metadata ranges, which the engine verifies at open
+	// (so corrupt ones fail it): fault the objects once restored.
+	rd := restore("/dst", eb)
+	nd := restore("/dst2", nil)
+	lost, corrupt := names[0], names[1]
+	var faultedBytes int64
+	for _, n := range []string{lost, corrupt} {
+		a, err := primary.Attributes(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faultedBytes += a.Size
+	}
+	primary.Lose(lost)
+	primary.Corrupt(corrupt)
+	if err := rd.m.Hydrate(ctx, HydrateOptions{All: true}); err != nil {
+		t.Fatalf("hydrate: %v", err)
+	}
+	// Exactly the two faulted objects came from the fallback: the lost
+	// one through the combinator, the corrupt one after its verification
+	// failed.
+	m := rd.m.Metrics()
+	if m.RemoteObjects != 0 || m.FallbackReads != 2 || m.FallbackBytes != uint64(faultedBytes) {
+		t.Fatalf("after hydrating with a lost and a corrupt object (%d bytes): %+v", faultedBytes, m)
+	}
+	if got := snapshotReads(rd.db, n); got != want {
+		t.Fatal("hydrated engine answers differently")
+	}
+	rd.close()
+
+	// No fallback: the corrupt object stays remote, and the error names it.
+	primary.Restore(lost)
+	err := nd.m.Hydrate(ctx, HydrateOptions{All: true})
+	base := corrupt[strings.LastIndexByte(corrupt, '/')+1:]
+	if !errors.Is(err, errBadDownload) || !strings.Contains(err.Error(), base) {
+		t.Fatalf("hydrate of a corrupt object without a fallback: %v; want a verification error naming %s", err, base)
+	}
+	if _, serr := fs.Stat("/dst2/" + base); serr == nil {
+		t.Fatalf("unverified copy %s left behind", base)
+	}
+	if m := nd.m.Metrics(); m.RemoteObjects != 1 {
+		t.Fatalf("%d remote objects after hydrating all but the corrupt one", m.RemoteObjects)
 	}
 }
 

@@ -36,14 +36,16 @@ type Key = catalog.Key
 // and serves cold ones from an object store. Pass it as lsm.Options.Provider,
 // then Attach the opened DB. See the package documentation.
 type Manager struct {
-	opts    Options
-	fs      vfs.FS
-	local   objstorage.Provider
-	cat     *catalog.Catalog
-	cache   *diskCache
-	fetch   *fetcher
-	limiter *rate.Limiter
-	m       counters
+	opts  Options
+	fs    vfs.FS
+	local objstorage.Provider
+	cat   *catalog.Catalog
+	cache *diskCache
+	// reads serves remote reads, restore and hydration (primary, then
+	// fallback); primary reads the primary alone (GC), each call retried.
+	reads, primary *reads
+	limiter        *rate.Limiter
+	m              counters
 
 	db atomic.Pointer[lsm.DB]
 
@@ -61,7 +63,8 @@ type Manager struct {
 		gone map[Key]bool
 		// open are the open remote readables, by object.
 		open map[Key][]*remoteReadable
-		// unrefSince is when GC first saw an unreferenced object.
+		// unrefSince is when GC first saw an unreferenced object; it is
+		// kept in TIERGC across restarts (gcstate.go).
 		unrefSince map[string]time.Time
 		// backupSeq is the last manifest backup sequence number, or -1
 		// until listed.
@@ -108,7 +111,11 @@ func Open(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{opts: opts, fs: fs, local: objstorage.NewLocal(fs, opts.Dir), cat: cat, cache: cache, stop: make(chan struct{})}
-	m.fetch = &fetcher{primary: opts.Bucket, fallback: opts.Fallback, hedge: opts.HedgeDelay, retry: opts.Retry, m: &m.m}
+	if m.reads, err = newReads(opts.Bucket, opts.Fallback, opts.HedgeDelay, opts.Retry, &m.m); err != nil {
+		cat.Close()
+		return nil, err
+	}
+	m.primary, _ = newReads(opts.Bucket, nil, 0, opts.Retry, &m.m)
 	limit := rate.Inf
 	if opts.UploadRate > 0 {
 		limit = rate.Limit(opts.UploadRate)
@@ -117,7 +124,7 @@ func Open(opts Options) (*Manager, error) {
 	m.mu.inflight = map[Key]chan struct{}{}
 	m.mu.gone = map[Key]bool{}
 	m.mu.open = map[Key][]*remoteReadable{}
-	m.mu.unrefSince = map[string]time.Time{}
+	m.mu.unrefSince = m.loadGCState()
 	m.mu.backupSeq = -1
 	if _, err := fs.Stat(fs.PathJoin(opts.Dir, dirtyName)); err == nil {
 		m.mu.dirty = true

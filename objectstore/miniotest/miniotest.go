@@ -264,6 +264,21 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Pid returns the server's process id, for measurements (its CPU time in
+// /proc), or 0 if the server runs elsewhere (TIERKV_MINIO_ENDPOINT) or is
+// stopped.
+func (s *Server) Pid() int {
+	if s.proc == nil {
+		return 0
+	}
+	s.proc.mu.Lock()
+	defer s.proc.mu.Unlock()
+	if s.proc.cmd == nil || s.proc.cmd.Process == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]

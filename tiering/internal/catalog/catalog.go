@@ -7,7 +7,10 @@
 //
 // The catalog is an append-only log of edits in one file. Every Open
 // rewrites it as a snapshot of the live entries (temporary file, sync,
-// rename, directory sync), so the log never grows past one session's edits.
+// rename, directory sync), and so does an edit that leaves the log more
+// than twice the size of such a snapshot and CompactMinGrowth bytes
+// larger: the log stays within a constant factor of the live entries,
+// and each rewrite is paid for by as many bytes of edits as it writes.
 //
 // Record layout (little-endian; part of the on-disk format; do not change):
 //
@@ -201,23 +204,35 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// CompactMinGrowth is how much the log must have grown past its last
+// snapshot before an edit rewrites it (besides being twice its size).
+const CompactMinGrowth = 1 << 20
+
 // Catalog is the open catalog. It is safe for concurrent use.
 type Catalog struct {
-	fs   vfs.FS
-	path string
+	fs     vfs.FS
+	path   string
+	logger *slog.Logger
+	// compactMinGrowth is CompactMinGrowth (tests lower it).
+	compactMinGrowth int64
 	// mu guards the file and the entries; appends are synced under it.
 	mu struct {
 		sync.Mutex
 		f       vfs.File
 		entries map[Key]Entry
 		err     error
+		// size is the log's size in bytes; base its size after the last
+		// rewrite (a snapshot of the live entries then).
+		size, base int64
+		// rewrites counts the rewrites since Open (tests).
+		rewrites int
 	}
 }
 
 // Open replays the catalog at path (a missing file is an empty catalog),
 // then rewrites it as a snapshot of its live entries.
 func Open(fs vfs.FS, path string, logger *slog.Logger) (*Catalog, error) {
-	c := &Catalog{fs: fs, path: path}
+	c := &Catalog{fs: fs, path: path, logger: logger, compactMinGrowth: CompactMinGrowth}
 	c.mu.entries = map[Key]Entry{}
 	data, err := readFile(fs, path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -236,15 +251,30 @@ func Open(fs vfs.FS, path string, logger *slog.Logger) (*Catalog, error) {
 	if torn && logger != nil {
 		logger.Warn("tiering: truncated torn catalog tail", "file", path, "offset", valid, "bytes", int64(len(data))-valid)
 	}
-	// Rewrite as a snapshot.
+	if err := c.rewriteLocked(); err != nil {
+		if c.mu.f != nil {
+			c.mu.f.Close()
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// rewriteLocked replaces the log by a snapshot of the live entries: a
+// temporary file, synced, renamed over the log, directory synced. Until
+// the rename the old log stands (an error leaves the catalog usable);
+// after it, the new file is the log, and a failed directory sync makes the
+// catalog refuse edits (which file a crash would leave is unknown).
+func (c *Catalog) rewriteLocked() error {
 	var snap []byte
 	for _, e := range c.sortedLocked() {
 		snap = EncodeEdit(snap, Edit{Entry: e})
 	}
+	fs, path := c.fs, c.path
 	tmp := path + ".tmp"
 	f, err := fs.Create(tmp)
 	if err != nil {
-		return nil, fmt.Errorf("tiering/catalog: %w", err)
+		return fmt.Errorf("tiering/catalog: %w", err)
 	}
 	_, err = f.Write(snap)
 	if err == nil {
@@ -252,19 +282,43 @@ func Open(fs vfs.FS, path string, logger *slog.Logger) (*Catalog, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tiering/catalog: write %s: %w", tmp, err)
+		_ = fs.Remove(tmp)
+		return fmt.Errorf("tiering/catalog: write %s: %w", tmp, err)
 	}
 	if err := fs.Rename(tmp, path); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tiering/catalog: %w", err)
+		_ = fs.Remove(tmp)
+		return fmt.Errorf("tiering/catalog: %w", err)
+	}
+	old := c.mu.f
+	c.mu.f = f
+	c.mu.size, c.mu.base = int64(len(snap)), int64(len(snap))
+	c.mu.rewrites++
+	if old != nil {
+		_ = old.Close()
 	}
 	dir, _ := splitDir(path)
 	if err := vfs.SyncDir(fs, dir); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("tiering/catalog: sync %s: %w", dir, err)
+		c.mu.err = fmt.Errorf("tiering/catalog: sync %s: %w", dir, err)
+		return c.mu.err
 	}
-	c.mu.f = f
-	return c, nil
+	return nil
+}
+
+// maybeCompactLocked rewrites the log once it is more than twice its last
+// snapshot and compactMinGrowth bytes larger. A failed rewrite before the
+// rename is logged and retried after as much growth again; the edit that
+// triggered it is durable either way.
+func (c *Catalog) maybeCompactLocked() {
+	if c.mu.size <= 2*c.mu.base || c.mu.size-c.mu.base <= c.compactMinGrowth {
+		return
+	}
+	if err := c.rewriteLocked(); err != nil && c.mu.err == nil {
+		if c.logger != nil {
+			c.logger.Warn("tiering: catalog compaction failed; will retry", "file", c.path, "err", err)
+		}
+		c.mu.base = c.mu.size // retry after as much growth again
+	}
 }
 
 func splitDir(path string) (string, string) {
@@ -323,7 +377,8 @@ func (c *Catalog) appendLocked(e Edit) error {
 	if c.mu.f == nil {
 		return errors.New("tiering/catalog: closed")
 	}
-	if _, err := c.mu.f.Write(EncodeEdit(nil, e)); err != nil {
+	rec := EncodeEdit(nil, e)
+	if _, err := c.mu.f.Write(rec); err != nil {
 		c.mu.err = fmt.Errorf("tiering/catalog: append to %s: %w", c.path, err)
 		return c.mu.err
 	}
@@ -332,6 +387,7 @@ func (c *Catalog) appendLocked(e Edit) error {
 		c.mu.err = fmt.Errorf("tiering/catalog: sync %s: %w", c.path, err)
 		return c.mu.err
 	}
+	c.mu.size += int64(len(rec))
 	return nil
 }
 
@@ -343,6 +399,7 @@ func (c *Catalog) Add(e Entry) error {
 		return err
 	}
 	c.mu.entries[e.Key()] = e
+	c.maybeCompactLocked()
 	return nil
 }
 
@@ -359,6 +416,7 @@ func (c *Catalog) Drop(k Key) error {
 		return err
 	}
 	delete(c.mu.entries, k)
+	c.maybeCompactLocked()
 	return nil
 }
 
