@@ -561,6 +561,20 @@ func (n *Node) clientOptions() []grpc.DialOption {
 // largest entry).
 func (n *Node) maxMsgSize() int { return n.cfg.MaxKeySize + n.cfg.MaxValueSize + 4<<20 }
 
+// backgroundContext returns a context for background work that ends when
+// the node stops (Close) or cancel is called.
+func (n *Node) backgroundContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 func (n *Node) kickHints() {
 	select {
 	case n.kick <- struct{}{}:

@@ -241,15 +241,8 @@ func (n *Node) catchUpVersion(rs *replaceState) uint64 {
 // then hydrates. It runs in the background once the node serves.
 func (n *Node) catchUp(rs *replaceState, openStart time.Time) {
 	defer n.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.backgroundContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	minVersion := n.catchUpVersion(rs)
 	byPeer := map[ring.NodeID][]ring.Range{}
 	for i, w := range antientropy.Plan(n.g.Ring(), n.id, n.cfg.ReplicationFactor) {

@@ -282,12 +282,8 @@ func (n *Node) shardLoop() {
 	defer n.bg.Done()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.backgroundContext()
 	defer cancel()
-	go func() {
-		<-n.stop
-		cancel()
-	}()
 	delay := n.cfg.ObjectStore.PeerShardsRebuildDelay
 	var retry <-chan time.Time // a rebuild that skipped objects runs again
 	for {

@@ -166,15 +166,8 @@ func (n *Node) peerSees(ctx context.Context, peer ring.NodeID, state ring.State)
 // bootstrap streams this JOINING node's future ranges and makes it NORMAL.
 func (n *Node) bootstrap() {
 	defer n.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.backgroundContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	start := time.Now()
 	p := &n.topo
 	p.set(func(p *topoProgress) { p.op, p.phase, p.started = "join", "announcing", start })
