@@ -187,30 +187,30 @@ func (n *Node) applyTo(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) er
 	if id == n.id {
 		return n.applyLocal(m)
 	}
-	rc, err := n.peer(id)
-	if err != nil {
-		return err
-	}
-	_, err = rc.Apply(ctx, &kvv1.ApplyRequest{Mutation: m})
-	if err != nil {
-		return fmt.Errorf("replica %s: %w", id, fromStatus(err))
-	}
-	return nil
+	return n.batcher(id).apply(ctx, m)
 }
 
 // applyLocal applies a mutation to this node's engine and returns after the
 // WAL sync.
 func (n *Node) applyLocal(m *kvv1.Mutation) error {
-	if m == nil || m.Version == 0 {
-		return errorf(ErrInvalidArgument, "mutation without a version")
-	}
+	return n.applyLocalBatch([]*kvv1.Mutation{m})
+}
+
+// applyLocalBatch applies mutations to this node's engine in one batch
+// (one WAL record, synced), all or nothing.
+func (n *Node) applyLocalBatch(ms []*kvv1.Mutation) error {
 	var b lsm.Batch
-	if m.Tombstone {
-		b.Delete(m.Key, m.Version)
-	} else {
-		b.Set(m.Key, m.Value, m.Version)
+	for _, m := range ms {
+		if m == nil || m.Version == 0 {
+			return errorf(ErrInvalidArgument, "mutation without a version")
+		}
+		if m.Tombstone {
+			b.Delete(m.Key, m.Version)
+		} else {
+			b.Set(m.Key, m.Value, m.Version)
+		}
+		n.hlc.Observe(m.Version)
 	}
-	n.hlc.Observe(m.Version)
 	if err := n.db.Apply(&b, lsm.Sync); err != nil {
 		switch {
 		case errors.Is(err, lsm.ErrInvalidInput):

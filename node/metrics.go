@@ -16,6 +16,10 @@ type metrics struct {
 	repairs  *prometheus.CounterVec
 	inflight prometheus.Gauge
 	rejected prometheus.Counter
+	// replicaCalls counts write calls to remote replicas (single or batch);
+	// batched the mutations sent in batches.
+	replicaCalls *prometheus.CounterVec
+	batched      prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -42,6 +46,17 @@ func newMetrics(n *Node) *metrics {
 			Help: "Client requests refused because max_in_flight was reached.",
 		}),
 	}
+	m.replicaCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tierkv_replica_write_calls_total",
+		Help: "Write calls to remote replicas: single (one mutation) or batch (writes that queued while earlier calls were in flight).",
+	}, []string{"kind"})
+	m.batched = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_batched_writes_total",
+		Help: "Mutations sent to remote replicas inside batch calls.",
+	})
+	m.replicaCalls.WithLabelValues("single")
+	m.replicaCalls.WithLabelValues("batch")
+	n.reg.MustRegister(m.replicaCalls, m.batched)
 	m.repairs.WithLabelValues("blocking")
 	m.repairs.WithLabelValues("background")
 	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected,

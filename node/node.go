@@ -73,6 +73,11 @@ type Node struct {
 	// ranges with their other replicas (repair.go).
 	ae      *antientropy.Local
 	aeSched *antientropy.Scheduler
+	// batchers coalesce the writes to each remote replica (batcher.go).
+	batchers struct {
+		sync.Mutex
+		m map[ring.NodeID]*peerBatcher
+	}
 	// ringViews caches the read and future views of the ring (placement.go).
 	ringViews atomic.Pointer[ringViews]
 	// topo is the progress of a join or decommission (topology.go).

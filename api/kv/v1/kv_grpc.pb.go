@@ -263,8 +263,9 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Replica_Apply_FullMethodName = "/tierkv.kv.v1.Replica/Apply"
-	Replica_Read_FullMethodName  = "/tierkv.kv.v1.Replica/Read"
+	Replica_Apply_FullMethodName      = "/tierkv.kv.v1.Replica/Apply"
+	Replica_Read_FullMethodName       = "/tierkv.kv.v1.Replica/Read"
+	Replica_ApplyBatch_FullMethodName = "/tierkv.kv.v1.Replica/ApplyBatch"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -281,6 +282,11 @@ type ReplicaClient interface {
 	// Read returns the newest version the replica holds, tombstones
 	// included.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
+	// ApplyBatch stores several mutations in one engine batch (one WAL
+	// record and sync) and returns once it is synced; all or nothing. A
+	// coordinator sends the writes that queue up for one replica while an
+	// earlier call is in flight this way.
+	ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error)
 }
 
 type replicaClient struct {
@@ -311,6 +317,16 @@ func (c *replicaClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *replicaClient) ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyBatchResponse)
+	err := c.cc.Invoke(ctx, Replica_ApplyBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -325,6 +341,11 @@ type ReplicaServer interface {
 	// Read returns the newest version the replica holds, tombstones
 	// included.
 	Read(context.Context, *ReadRequest) (*ReadResponse, error)
+	// ApplyBatch stores several mutations in one engine batch (one WAL
+	// record and sync) and returns once it is synced; all or nothing. A
+	// coordinator sends the writes that queue up for one replica while an
+	// earlier call is in flight this way.
+	ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -340,6 +361,9 @@ func (UnimplementedReplicaServer) Apply(context.Context, *ApplyRequest) (*ApplyR
 }
 func (UnimplementedReplicaServer) Read(context.Context, *ReadRequest) (*ReadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Read not implemented")
+}
+func (UnimplementedReplicaServer) ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyBatch not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -398,6 +422,24 @@ func _Replica_Read_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_ApplyBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).ApplyBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_ApplyBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).ApplyBatch(ctx, req.(*ApplyBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -412,6 +454,10 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Read",
 			Handler:    _Replica_Read_Handler,
+		},
+		{
+			MethodName: "ApplyBatch",
+			Handler:    _Replica_ApplyBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
