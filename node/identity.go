@@ -30,6 +30,10 @@ type identity struct {
 	// Joining reports a join whose streaming has not finished: the node
 	// gossips JOINING and streams again at its next start.
 	Joining bool `json:"joining,omitempty"`
+	// Decommissioned reports a node that handed its ranges over and left:
+	// it must not start again with this data directory (its data is stale
+	// and its tokens belong to others now).
+	Decommissioned bool `json:"decommissioned,omitempty"`
 }
 
 func loadIdentity(dir string) (identity, bool, error) {

@@ -165,6 +165,9 @@ func Open(cfg *Config) (_ *Node, err error) {
 	case c.ID != "" && c.ID != ident.ID:
 		return nil, fmt.Errorf("node: data_dir %s belongs to node %q, not %q", c.DataDir, ident.ID, c.ID)
 	}
+	if found && ident.Decommissioned {
+		return nil, fmt.Errorf("node: data_dir %s belongs to node %q, which was decommissioned; start on an empty data_dir to join again", c.DataDir, ident.ID)
+	}
 	ident.Generation = max(ident.Generation+1, uint64(c.Clock.Now().UnixNano()))
 	if err := saveIdentity(c.DataDir, ident); err != nil {
 		return nil, fmt.Errorf("node: save identity: %w", err)

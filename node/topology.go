@@ -317,6 +317,12 @@ func (n *Node) Decommission(ctx context.Context) error {
 		n.log.Error("decommission: second hand-over failed", "err", err)
 		p.set(func(p *topoProgress) { p.lastErr = err.Error() })
 	}
+	n.ident.Lock()
+	n.ident.id.Decommissioned = true
+	if err := saveIdentity(n.cfg.DataDir, n.ident.id); err != nil {
+		n.log.Error("decommission: record it in node.json", "err", err)
+	}
+	n.ident.Unlock()
 	took := time.Since(start)
 	p.set(func(p *topoProgress) { p.phase, p.took = "done", took })
 	n.log.Info("decommissioned", "after", took)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,6 +182,13 @@ func TestDecommission(t *testing.T) {
 	close(stop)
 	acked := done()
 	c.stop(3)
+	// The decommissioned data directory cannot start again.
+	if n, err := Open(c.config(3)); err == nil {
+		n.Close()
+		t.Fatal("a decommissioned node started again on its data directory")
+	} else if !strings.Contains(err.Error(), "decommissioned") {
+		t.Fatalf("restart of a decommissioned node: %v", err)
+	}
 	c.nodes = c.nodes[:3]
 	waitFor(t, 20*time.Second, "n4 gone from every ring", func() bool {
 		for _, n := range c.nodes {
