@@ -12,7 +12,7 @@ import (
 //
 //	POST /v1/admin/repair   run an anti-entropy pass of every range this
 //	                        node replicates with all its other replicas;
-//	                        answers when it ends → 200 repairStats (JSON),
+//	                        answers when it ends → 200 antientropy.Stats (JSON),
 //	                        or the error with the stats so far
 //	GET  /v1/admin/repair   progress and totals of the scheduler → repairProgress
 func (n *Node) adminRoutes(mux *http.ServeMux) {
@@ -21,11 +21,11 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 		if err != nil {
 			writeJSON(w, httpStatus(err), struct {
 				errorBody
-				Stats repairStats `json:"stats"`
-			}{errorBody{Error: err.Error(), Code: grpcCode(err).String()}, toRepairStats(st)})
+				Stats antientropy.Stats `json:"stats"`
+			}{errorBody{Error: err.Error(), Code: grpcCode(err).String()}, st})
 			return
 		}
-		writeJSON(w, http.StatusOK, toRepairStats(st))
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/admin/repair", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toRepairProgress(n.RepairMetrics()))
@@ -57,48 +57,23 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	})
 }
 
-// repairStats is antientropy.Stats as JSON.
-type repairStats struct {
-	Ranges           int   `json:"ranges"`
-	RangesInSync     int   `json:"ranges_in_sync"`
-	RangesFailed     int   `json:"ranges_failed"`
-	HashesReceived   int   `json:"hashes_received"`
-	LeavesDiffering  int   `json:"leaves_differing"`
-	DigestsReceived  int   `json:"digests_received"`
-	KeysFetched      int   `json:"keys_fetched"`
-	KeysPushed       int   `json:"keys_pushed"`
-	BytesFetched     int64 `json:"bytes_fetched"`
-	BytesPushed      int64 `json:"bytes_pushed"`
-	SkippedPastGrace int   `json:"skipped_past_grace"`
-	Conflicts        int   `json:"conflicts"`
-}
-
-func toRepairStats(s antientropy.Stats) repairStats {
-	return repairStats{
-		Ranges: s.Ranges, RangesInSync: s.RangesInSync, RangesFailed: s.RangesFailed,
-		HashesReceived: s.HashesReceived, LeavesDiffering: s.LeavesDiffering, DigestsReceived: s.DigestsReceived,
-		KeysFetched: s.KeysFetched, KeysPushed: s.KeysPushed, BytesFetched: s.BytesFetched, BytesPushed: s.BytesPushed,
-		SkippedPastGrace: s.SkippedPastGrace, Conflicts: s.Conflicts,
-	}
-}
-
 // repairProgress is antientropy.Metrics as JSON.
 type repairProgress struct {
-	Running       bool        `json:"running"`
-	PairsTotal    int         `json:"pairs_total"`
-	PairsDone     int         `json:"pairs_done"`
-	Passes        uint64      `json:"passes"`
-	FailedPairs   uint64      `json:"failed_pairs"`
-	Totals        repairStats `json:"totals"`
-	LastPassStart *time.Time  `json:"last_pass_start,omitempty"`
-	LastPassEnd   *time.Time  `json:"last_pass_end,omitempty"`
-	LastPassError string      `json:"last_pass_error,omitempty"`
+	Running       bool              `json:"running"`
+	PairsTotal    int               `json:"pairs_total"`
+	PairsDone     int               `json:"pairs_done"`
+	Passes        uint64            `json:"passes"`
+	FailedPairs   uint64            `json:"failed_pairs"`
+	Totals        antientropy.Stats `json:"totals"`
+	LastPassStart *time.Time        `json:"last_pass_start,omitempty"`
+	LastPassEnd   *time.Time        `json:"last_pass_end,omitempty"`
+	LastPassError string            `json:"last_pass_error,omitempty"`
 }
 
 func toRepairProgress(m antientropy.Metrics) repairProgress {
 	s := repairProgress{
 		Running: m.Running, PairsTotal: m.PairsTotal, PairsDone: m.PairsDone,
-		Passes: m.Passes, FailedPairs: m.FailedPairs, Totals: toRepairStats(m.Totals),
+		Passes: m.Passes, FailedPairs: m.FailedPairs, Totals: m.Totals,
 	}
 	if !m.LastPassStart.IsZero() {
 		s.LastPassStart, s.LastPassEnd = &m.LastPassStart, &m.LastPassEnd

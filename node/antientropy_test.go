@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tierkv/tierkv/node/antientropy"
 )
 
 // TestAntiEntropyRepairsPastHintWindow: a replica that was down while keys
@@ -67,7 +69,7 @@ func TestAntiEntropyRepairsPastHintWindow(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /v1/admin/repair: %d %s", resp.StatusCode, body)
 	}
-	var st repairStats
+	var st antientropy.Stats
 	if err := json.Unmarshal(body, &st); err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func (b *peerBatcher) sendBatch(batch []*applyReq) {
 
 // applyRemote sends one mutation to replica id.
 func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) error {
-	n.m.replicaCalls.WithLabelValues("single").Inc()
+	n.m.singleCalls.Inc()
 	rc, err := n.peer(id)
 	if err != nil {
 		return err
@@ -145,7 +145,7 @@ func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation
 
 // applyRemoteBatch sends mutations to replica id in one call.
 func (n *Node) applyRemoteBatch(ctx context.Context, id ring.NodeID, ms []*kvv1.Mutation) error {
-	n.m.replicaCalls.WithLabelValues("batch").Inc()
+	n.m.batchCalls.Inc()
 	n.m.batched.Add(float64(len(ms)))
 	rc, err := n.peer(id)
 	if err != nil {

@@ -57,7 +57,7 @@ func TestReplicaWritesCoalesce(t *testing.T) {
 	if !errors.Is(bigErr, ErrInvalidArgument) && !errors.Is(bigErr, ErrTooLarge) {
 		t.Fatalf("the value n3 refuses: %v", bigErr)
 	}
-	batches := counterValue(t, n1.m.replicaCalls.WithLabelValues("batch"))
+	batches := counterValue(t, n1.m.batchCalls)
 	batched := counterValue(t, n1.m.batched)
 	if batches == 0 || batched < 2*batches {
 		t.Fatalf("%v batch calls carrying %v writes: the writes did not coalesce", batches, batched)

@@ -16,10 +16,11 @@ type metrics struct {
 	repairs  *prometheus.CounterVec
 	inflight prometheus.Gauge
 	rejected prometheus.Counter
-	// replicaCalls counts write calls to remote replicas (single or batch);
-	// batched the mutations sent in batches.
-	replicaCalls *prometheus.CounterVec
-	batched      prometheus.Counter
+	// singleCalls and batchCalls count write calls to remote replicas (of
+	// tierkv_replica_write_calls_total); batched the mutations sent in
+	// batches.
+	singleCalls, batchCalls prometheus.Counter
+	batched                 prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -46,7 +47,7 @@ func newMetrics(n *Node) *metrics {
 			Help: "Client requests refused because max_in_flight was reached.",
 		}),
 	}
-	m.replicaCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+	replicaCalls := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tierkv_replica_write_calls_total",
 		Help: "Write calls to remote replicas: single (one mutation) or batch (writes that queued while earlier calls were in flight).",
 	}, []string{"kind"})
@@ -54,9 +55,9 @@ func newMetrics(n *Node) *metrics {
 		Name: "tierkv_replica_batched_writes_total",
 		Help: "Mutations sent to remote replicas inside batch calls.",
 	})
-	m.replicaCalls.WithLabelValues("single")
-	m.replicaCalls.WithLabelValues("batch")
-	n.reg.MustRegister(m.replicaCalls, m.batched)
+	m.singleCalls = replicaCalls.WithLabelValues("single")
+	m.batchCalls = replicaCalls.WithLabelValues("batch")
+	n.reg.MustRegister(replicaCalls, m.batched)
 	m.repairs.WithLabelValues("blocking")
 	m.repairs.WithLabelValues("background")
 	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected,

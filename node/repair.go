@@ -30,7 +30,6 @@ func (n *Node) openAntiEntropy(grace time.Duration) error {
 	o := antientropy.Options{
 		TombstoneGracePeriod: grace,
 		VersionTime:          VersionTime,
-		MaxBatchBytes:        n.repairBatchBytes(),
 	}
 	if c.Rate > 0 {
 		o.Limiter = rate.NewLimiter(rate.Limit(c.Rate), int(min(c.Rate, math.MaxInt32)))
@@ -56,10 +55,6 @@ func (n *Node) openAntiEntropy(grace time.Duration) error {
 	}
 	return nil
 }
-
-// repairBatchBytes keeps a repair batch (and a stream batch) well under the
-// internode message bound, which must also fit one largest entry.
-func (n *Node) repairBatchBytes() int { return 1 << 20 }
 
 // repairPeer returns the antientropy.Peer of node id, if it is up.
 func (n *Node) repairPeer(ctx context.Context, id ring.NodeID) (antientropy.Peer, error) {
@@ -110,6 +105,19 @@ func entriesToPB(es []lsm.Entry) []*kvv1.Mutation {
 	return out
 }
 
+// entryFromPB converts a mutation to an engine entry (a tombstone has no
+// value; a set has a non-nil one).
+func entryFromPB(m *kvv1.Mutation) lsm.Entry {
+	e := lsm.Entry{Key: m.Key, Version: m.Version, Deleted: m.Tombstone}
+	if !m.Tombstone {
+		e.Value = m.Value
+		if e.Value == nil {
+			e.Value = []byte{}
+		}
+	}
+	return e
+}
+
 // entriesFromPB checks and converts mutations received from a peer.
 func (n *Node) entriesFromPB(ms []*kvv1.Mutation) ([]lsm.Entry, error) {
 	out := make([]lsm.Entry, len(ms))
@@ -117,14 +125,7 @@ func (n *Node) entriesFromPB(ms []*kvv1.Mutation) ([]lsm.Entry, error) {
 		if err := n.checkMutation(m); err != nil {
 			return nil, err
 		}
-		e := lsm.Entry{Key: m.Key, Version: m.Version, Deleted: m.Tombstone}
-		if !m.Tombstone {
-			e.Value = m.Value
-			if e.Value == nil {
-				e.Value = []byte{}
-			}
-		}
-		out[i] = e
+		out[i] = entryFromPB(m)
 	}
 	return out, nil
 }
@@ -144,6 +145,15 @@ func (n *Node) checkMutation(m *kvv1.Mutation) error {
 		return errorf(ErrInvalidArgument, "mutation without a version")
 	}
 	return nil
+}
+
+// applyStreamed applies entries a peer streamed or handed over (no grace
+// rule), moving the clock past their versions.
+func (n *Node) applyStreamed(ctx context.Context, es []lsm.Entry) error {
+	for _, e := range es {
+		n.hlc.Observe(e.Version)
+	}
+	return n.ae.ApplyStream(ctx, es)
 }
 
 // repairStatus maps antientropy errors to gRPC codes.
@@ -267,10 +277,7 @@ func (s *repairServer) Ingest(ctx context.Context, req *kvv1.IngestRequest) (*kv
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	for _, e := range es {
-		s.n.hlc.Observe(e.Version)
-	}
-	if err := s.n.ae.ApplyStream(ctx, es); err != nil {
+	if err := s.n.applyStreamed(ctx, es); err != nil {
 		return nil, toStatus(err)
 	}
 	return &kvv1.IngestResponse{}, nil
@@ -339,12 +346,7 @@ func (p *grpcPeer) Fetch(ctx context.Context, keys [][]byte) ([]lsm.Entry, int, 
 	}
 	es := make([]lsm.Entry, len(resp.Entries))
 	for i, m := range resp.Entries {
-		es[i] = lsm.Entry{Key: m.Key, Value: m.Value, Version: m.Version, Deleted: m.Tombstone}
-		if m.Tombstone {
-			es[i].Value = nil
-		} else if es[i].Value == nil {
-			es[i].Value = []byte{}
-		}
+		es[i] = entryFromPB(m)
 	}
 	return es, int(resp.Done), nil
 }

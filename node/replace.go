@@ -300,7 +300,6 @@ func (n *Node) catchUp(rs *replaceState, openStart time.Time) {
 		return
 	}
 	caughtUp := n.cfg.Clock.Now().Sub(openStart)
-	rs.Phase = phaseDone
 	if err := os.Remove(filepath.Join(n.cfg.DataDir, replaceFile)); err != nil {
 		n.log.Warn("replace: remove state file", "err", err)
 	}
@@ -394,15 +393,12 @@ func (n *Node) streamOnce(ctx context.Context, peer ring.NodeID, req *kvv1.Strea
 		if len(es) == 0 {
 			continue
 		}
-		for _, e := range es {
-			n.hlc.Observe(e.Version)
-		}
-		if err := n.ae.ApplyStream(ctx, es); err != nil {
+		if err := n.applyStreamed(ctx, es); err != nil {
 			return progressed, err
 		}
 		var size int64
 		for _, e := range es {
-			size += int64(len(e.Key) + len(e.Value) + 9)
+			size += int64(antientropy.EntrySize(e))
 		}
 		req.StartAfter = slices.Clone(es[len(es)-1].Key)
 		progressed = true

@@ -10,6 +10,7 @@ import (
 
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/node/antientropy"
 	"github.com/tierkv/tierkv/ring"
 )
 
@@ -371,7 +372,7 @@ func (n *Node) push(ctx context.Context, target ring.NodeID, ranges []ring.Range
 			}
 			var size int64
 			for _, e := range es {
-				size += int64(len(e.Key) + len(e.Value) + 9)
+				size += int64(antientropy.EntrySize(e))
 			}
 			after = slices.Clone(es[len(es)-1].Key)
 			failures = 0

@@ -239,7 +239,7 @@ func (l *Local) Fetch(ctx context.Context, keys [][]byte) ([]lsm.Entry, int, err
 			return nil, 0, fmt.Errorf("antientropy: fetch: %w", err)
 		}
 		out = append(out, e)
-		size += entrySize(e)
+		size += EntrySize(e)
 	}
 	return out, len(keys), nil
 }

@@ -10,28 +10,32 @@ import (
 	"github.com/tierkv/tierkv/ring"
 )
 
-// Stats describes what a repair did.
+// Stats describes what a repair did (JSON: the admin endpoint).
 type Stats struct {
 	// Ranges is the number of ranges compared; RangesInSync those whose
 	// roots matched; RangesFailed those skipped after an error (ErrNoTree).
-	Ranges, RangesInSync, RangesFailed int
+	Ranges       int `json:"ranges"`
+	RangesInSync int `json:"ranges_in_sync"`
+	RangesFailed int `json:"ranges_failed"`
 	// HashesReceived counts the tree hashes the peer sent, roots included.
-	HashesReceived int
+	HashesReceived int `json:"hashes_received"`
 	// LeavesDiffering counts leaves whose hashes differed.
-	LeavesDiffering int
+	LeavesDiffering int `json:"leaves_differing"`
 	// DigestsReceived counts the key digests the peer sent.
-	DigestsReceived int
+	DigestsReceived int `json:"digests_received"`
 	// KeysFetched and KeysPushed count keys copied from and to the peer;
 	// BytesFetched and BytesPushed their keys and values (plus 9 bytes of
 	// version and flag each).
-	KeysFetched, KeysPushed   int
-	BytesFetched, BytesPushed int64
+	KeysFetched  int   `json:"keys_fetched"`
+	KeysPushed   int   `json:"keys_pushed"`
+	BytesFetched int64 `json:"bytes_fetched"`
+	BytesPushed  int64 `json:"bytes_pushed"`
 	// SkippedPastGrace counts keys not repaired because one replica holds
 	// no version and the other's is older than the grace period.
-	SkippedPastGrace int
+	SkippedPastGrace int `json:"skipped_past_grace"`
 	// Conflicts counts keys with equal versions and different contents,
 	// which versions cannot settle.
-	Conflicts int
+	Conflicts int `json:"conflicts"`
 }
 
 // Add adds o to s.
@@ -50,7 +54,9 @@ func (s *Stats) Add(o Stats) {
 	s.Conflicts += o.Conflicts
 }
 
-func entrySize(e lsm.Entry) int { return len(e.Key) + len(e.Value) + 9 }
+// EntrySize is the size an entry counts for in batch bounds and rate
+// limits: key, value, and 9 bytes of version and flag.
+func EntrySize(e lsm.Entry) int { return len(e.Key) + len(e.Value) + 9 }
 
 func digestSize(d KeyDigest) int { return len(d.Key) + 17 }
 
@@ -282,7 +288,7 @@ func (l *Local) fetchKeys(ctx context.Context, peer Peer, keys [][]byte, st *Sta
 		keys = keys[done:]
 		n := 0
 		for _, e := range entries {
-			n += entrySize(e)
+			n += EntrySize(e)
 		}
 		if err := waitN(ctx, l.opts.Limiter, l.opts.Clock, n); err != nil {
 			return err
@@ -324,13 +330,13 @@ func (l *Local) pushKeys(ctx context.Context, peer Peer, keys [][]byte, st *Stat
 		if err != nil {
 			return fmt.Errorf("antientropy: push: %w", err)
 		}
-		if len(batch) > 0 && (len(batch) == l.opts.MaxBatchKeys || size+entrySize(e) > l.opts.MaxBatchBytes) {
+		if len(batch) > 0 && (len(batch) == l.opts.MaxBatchKeys || size+EntrySize(e) > l.opts.MaxBatchBytes) {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		batch = append(batch, e)
-		size += entrySize(e)
+		size += EntrySize(e)
 	}
 	return flush()
 }

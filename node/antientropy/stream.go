@@ -69,7 +69,7 @@ func (l *Local) Stream(ctx context.Context, ranges []ring.Range, startAfter []by
 			}
 		}
 		batch = append(batch, e)
-		size += entrySize(e)
+		size += EntrySize(e)
 		if len(batch) >= l.opts.MaxBatchKeys || size >= l.opts.MaxBatchBytes {
 			if err := flush(); err != nil {
 				return err
