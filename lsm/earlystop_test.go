@@ -111,9 +111,22 @@ func TestIterMinVersion(t *testing.T) {
 		}
 		return out
 	}
+	lookups := func() uint64 { m := db.Metrics(); return m.BlockCacheHits + m.BlockCacheMisses }
+	before := lookups()
 	full := all(0)
 	if len(full) != 200 {
 		t.Fatalf("full iteration: %d keys", len(full))
+	}
+	if lookups() == before {
+		t.Fatal("a full iteration read no table block: the check below would prove nothing")
+	}
+	// Every table's versions are below 41: the tables are not read at all.
+	before = lookups()
+	if got := all(41); len(got) != 10 {
+		t.Fatalf("MinVersion 41: %d keys, want the 10 in the memtable", len(got))
+	}
+	if d := lookups() - before; d != 0 {
+		t.Fatalf("MinVersion 41 read %d table blocks; tables older than MinVersion must be skipped", d)
 	}
 	for _, min := range []uint64{1, 10, 11, 20, 21, 25, 26, 40, 41, 50, 51} {
 		it, _ := db.NewIter(&IterOptions{IncludeTombstones: true})

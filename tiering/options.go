@@ -79,8 +79,6 @@ type Options struct {
 	// DisableBackground starts no background loop: the caller runs
 	// Upload, Backup and GC (tests, tools).
 	DisableBackground bool
-
-	ensured bool
 }
 
 type systemClock struct{}
@@ -124,7 +122,6 @@ func (o *Options) EnsureDefaults() *Options {
 		o.GCDelay = time.Hour // far longer than an upload or a restore's listing takes
 	}
 	o.Retry = o.Retry.EnsureDefaults()
-	o.ensured = true
 	return o
 }
 

@@ -140,7 +140,6 @@ func (r *remoteReadable) ReadAt(ctx context.Context, p []byte, off int64) error 
 			return fmt.Errorf("tiering: read kept metadata of %s at %d: %w", r.what, from, err)
 		}
 		p = p[:from-off]
-		end = from
 	}
 	if len(p) == 0 {
 		return nil

@@ -551,14 +551,15 @@ func (m *Manager) uploadAll(ctx context.Context, keys []Key, deleteLocal bool) (
 				return
 			}
 			out[k] = e
-			m.mu.Lock()
-			m.mu.pending = max(0, m.mu.pending-1)
-			m.mu.Unlock()
+			if deleteLocal {
+				// NB: only the upload pass set pending; a backup's
+				// uploads are not part of it.
+				m.mu.Lock()
+				m.mu.pending = max(0, m.mu.pending-1)
+				m.mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return out, err
-	}
-	return out, nil
+	return out, errors.Join(errs...)
 }

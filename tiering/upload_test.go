@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -293,7 +292,6 @@ func TestGC(t *testing.T) {
 	if _, err := Restore(ctx, RestoreOptions{FS: vfs.NewMemFS(), Dir: "/r", NodeID: "node1", Bucket: mem}); err != nil {
 		t.Fatal(err)
 	}
-	_ = strings.Contains
 }
 
 // TestMinIOKilledDuringUploads: MinIO dies in the middle of an upload
