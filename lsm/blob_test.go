@@ -2,8 +2,10 @@ package lsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tierkv/tierkv/lsm/vfs"
@@ -121,5 +123,57 @@ func TestBlobGarbageCollected(t *testing.T) {
 	check()
 	if got := len(db.BlobFiles()); got != blobFilesOnDisk(t, fs) {
 		t.Fatalf("%d blob files after reopen, %d on disk", got, blobFilesOnDisk(t, fs))
+	}
+}
+
+// TestGetVersionReadsNoValue checks that GetVersion answers from the
+// memtable and from tables without reading a separated value: with every
+// read of a value file failing, Get fails and GetVersion still returns the
+// newest version and tombstone flag.
+func TestGetVersionReadsNoValue(t *testing.T) {
+	mem := vfs.NewMemFS()
+	var failValues atomic.Bool
+	efs := &vfs.ErrorFS{FS: mem, Inject: func(op vfs.Op, name string) bool {
+		return failValues.Load() && op == vfs.OpRead && !strings.HasSuffix(name, ".sst")
+	}}
+	opts := smallOptions(efs, Leveled, newManualClock())
+	opts.DisableAutomaticCompactions = true
+	db, err := Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { db.Close() }()
+	big := bytes.Repeat([]byte("v"), 4<<10) // above the separation threshold
+	mustSet := func(k string, v []byte, ver uint64) {
+		t.Helper()
+		if err := db.Set([]byte(k), v, ver, NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSet("flushed", big, 10)
+	mustSet("gone", big, 11)
+	if err := db.Delete([]byte("gone"), 12, NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mustSet("fresh", big, 13) // in the memtable
+	failValues.Store(true)
+	if _, _, err := db.Get([]byte("flushed")); !errors.Is(err, vfs.ErrInjected) {
+		t.Fatalf("Get of a flushed separated value: %v, want the injected read error (the test would prove nothing)", err)
+	}
+	for _, c := range []struct {
+		key     string
+		version uint64
+		deleted bool
+	}{{"flushed", 10, false}, {"gone", 12, true}, {"fresh", 13, false}} {
+		v, del, err := db.GetVersion([]byte(c.key))
+		if err != nil || v != c.version || del != c.deleted {
+			t.Errorf("GetVersion(%q) = %d, %v, %v; want %d, %v", c.key, v, del, err, c.version, c.deleted)
+		}
+	}
+	if _, _, err := db.GetVersion([]byte("absent")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetVersion(absent): %v, want ErrNotFound", err)
 	}
 }

@@ -243,7 +243,7 @@ type Entry struct {
 // if the key is absent or its newest version is a tombstone. The returned
 // slice belongs to the caller.
 func (d *DB) Get(key []byte) (value []byte, version uint64, err error) {
-	e, err := d.getEntry(key)
+	e, err := d.getEntry(key, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -257,15 +257,25 @@ func (d *DB) Get(key []byte) (value []byte, version uint64, err error) {
 // (replication and repair need those). It returns ErrNotFound if the engine
 // holds no version of the key.
 func (d *DB) GetEntry(key []byte) (Entry, error) {
-	e, err := d.getEntry(key)
+	e, err := d.getEntry(key, true)
 	if err == nil {
 		e.Key = bytes.Clone(key)
 	}
 	return e, err
 }
 
-// getEntry is GetEntry without Key filled in.
-func (d *DB) getEntry(key []byte) (Entry, error) {
+// GetVersion is GetEntry without the value: it returns the version of the
+// key's newest entry and whether that entry is a tombstone, without reading
+// a separated value (a replica answering a digest read needs no more). It
+// returns ErrNotFound if the engine holds no version of the key.
+func (d *DB) GetVersion(key []byte) (version uint64, deleted bool, err error) {
+	e, err := d.getEntry(key, false)
+	return e.Version, e.Deleted, err
+}
+
+// getEntry is GetEntry without Key filled in, and without Value unless
+// withValue.
+func (d *DB) getEntry(key []byte, withValue bool) (Entry, error) {
 	rs, err := d.loadReadState()
 	if err != nil {
 		return Entry{}, err
@@ -279,6 +289,9 @@ func (d *DB) getEntry(key []byte) (Entry, error) {
 		return Entry{}, err
 	}
 	e := Entry{Version: best.Version, Deleted: best.Kind == base.KindDelete}
+	if !withValue {
+		return e, nil
+	}
 	switch best.Kind {
 	case base.KindValueRef:
 		if best, err = rs.v.resolve(best); err != nil {

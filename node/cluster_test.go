@@ -178,3 +178,15 @@ func ctxT(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// byID returns the running node with the given id.
+func (c *testCluster) byID(id ring.NodeID) *Node {
+	c.t.Helper()
+	for _, n := range c.nodes {
+		if n != nil && n.id == id {
+			return n
+		}
+	}
+	c.t.Fatalf("no running node %s", id)
+	return nil
+}

@@ -216,6 +216,9 @@ type Config struct {
 	// ReplicaTimeout bounds one replica call; a replica that does not
 	// answer in time gets a hint. Default 2 s.
 	ReplicaTimeout time.Duration `yaml:"replica_timeout"`
+	// SpeculativeRetry is how long a read waits for the replicas it asked
+	// before it asks one more (once). Default 20 ms; negative: never.
+	SpeculativeRetry time.Duration `yaml:"speculative_retry"`
 	// MaxKeySize bounds keys in bytes. Default 1 KiB.
 	MaxKeySize int `yaml:"max_key_size"`
 	// MaxValueSize bounds values in bytes (HTTP bodies and gRPC messages
@@ -382,6 +385,9 @@ func (c *Config) EnsureDefaults() *Config {
 	}
 	if c.ReplicaTimeout == 0 {
 		c.ReplicaTimeout = 2 * time.Second
+	}
+	if c.SpeculativeRetry == 0 {
+		c.SpeculativeRetry = 20 * time.Millisecond
 	}
 	if c.MaxKeySize == 0 {
 		c.MaxKeySize = 1 << 10

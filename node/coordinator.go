@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/codes"
@@ -137,18 +139,31 @@ func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, last
 		n.hints.add(id, m)
 	}
 	results := make(chan error, len(live))
+	apply := func(id ring.NodeID) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+		defer cancel()
+		err := n.applyTo(rctx, id, m)
+		if err != nil && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrTooLarge) {
+			n.hints.add(id, m)
+		}
+		results <- err
+	}
+	local := false
 	for _, id := range live {
+		if id == n.id {
+			local = true
+			continue
+		}
 		n.bg.Add(1)
 		go func() {
 			defer n.bg.Done()
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
-			defer cancel()
-			err := n.applyTo(rctx, id, m)
-			if err != nil && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrTooLarge) {
-				n.hints.add(id, m)
-			}
-			results <- err
+			apply(id)
 		}()
+	}
+	if local {
+		// NB: in this goroutine, after the remote calls have started: no
+		// goroutine (and stack growth) for the local write.
+		apply(n.id)
 	}
 	acks, failed := 0, 0
 	var lastErr error
@@ -225,8 +240,19 @@ func (n *Node) applyLocalBatch(ms []*kvv1.Mutation) error {
 	return nil
 }
 
-// readLocal returns this node's newest version of key (nil if none).
-func (n *Node) readLocal(key []byte) (*kvv1.Mutation, error) {
+// readLocal returns this node's newest version of key (nil if none); a
+// digest carries no value (and reads none from disk).
+func (n *Node) readLocal(key []byte, digest bool) (*kvv1.Mutation, error) {
+	if digest {
+		v, deleted, err := n.db.GetVersion(key)
+		if errors.Is(err, lsm.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &kvv1.Mutation{Key: key, Version: v, Tombstone: deleted}, nil
+	}
 	e, err := n.db.GetEntry(key)
 	if errors.Is(err, lsm.ErrNotFound) {
 		return nil, nil
@@ -237,15 +263,20 @@ func (n *Node) readLocal(key []byte) (*kvv1.Mutation, error) {
 	return &kvv1.Mutation{Key: e.Key, Value: e.Value, Version: e.Version, Tombstone: e.Deleted}, nil
 }
 
-func (n *Node) readFrom(ctx context.Context, id ring.NodeID, key []byte) (*kvv1.Mutation, error) {
+func (n *Node) readFrom(ctx context.Context, id ring.NodeID, key []byte, digest bool) (*kvv1.Mutation, error) {
+	if digest {
+		n.m.digestReads.Inc()
+	} else {
+		n.m.dataReads.Inc()
+	}
 	if id == n.id {
-		return n.readLocal(key)
+		return n.readLocal(key, digest)
 	}
 	rc, err := n.peer(id)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := rc.Read(ctx, &kvv1.ReadRequest{Key: key})
+	resp, err := rc.Read(ctx, &kvv1.ReadRequest{Key: key, Digest: digest})
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", id, fromStatus(err))
 	}
@@ -256,10 +287,15 @@ func (n *Node) readFrom(ctx context.Context, id ring.NodeID, key []byte) (*kvv1.
 }
 
 type readResult struct {
-	id  ring.NodeID
-	m   *kvv1.Mutation // nil: the replica holds no version
-	err error
+	id     ring.NodeID
+	m      *kvv1.Mutation // nil: the replica holds no version
+	digest bool           // m carries no value
+	err    error
 }
+
+// complete reports whether the answer can be returned as it is: it has the
+// value, or needs none (no version, a tombstone).
+func (r readResult) complete() bool { return !r.digest || r.m == nil || r.m.Tombstone }
 
 func version(m *kvv1.Mutation) uint64 {
 	if m == nil {
@@ -268,10 +304,15 @@ func version(m *kvv1.Mutation) uint64 {
 	return m.Version
 }
 
-// Get reads key at consistency c: it asks every live replica, waits for the
-// level's number of answers and returns the newest version. Replicas that
-// answered with an older version are repaired: before Get returns at
-// QUORUM and ALL, in the background at ONE (and for late answers).
+// Get reads key at consistency c. It asks as many live replicas as the
+// level needs (this node first when it is one): the first for the value,
+// the others for a digest, the version alone (Cassandra's digest reads). A
+// replica that fails, or has not answered after SpeculativeRetry, is
+// replaced by the next live one. Of the answers the newest version wins;
+// if only a digest carried it, its value is read from that replica.
+// Replicas that answered with an older version are repaired before Get
+// returns (at ONE there is one answer and nothing to repair; replicas not
+// asked are left to hints and anti-entropy).
 // A key whose newest version is a tombstone is ErrNotFound; version is then
 // the tombstone's.
 func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte, ver uint64, err error) {
@@ -297,16 +338,106 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte
 	if err != nil {
 		return nil, 0, err
 	}
-	results := make(chan readResult, len(live))
-	for _, id := range live {
+	answers, err := n.gatherReads(ctx, key, c, n.readOrder(live), need)
+	if err != nil {
+		return nil, 0, err
+	}
+	best := answers[0]
+	for _, a := range answers[1:] {
+		if version(a.m) > version(best.m) || (version(a.m) == version(best.m) && !best.complete() && a.complete()) {
+			best = a
+		}
+	}
+	if !best.complete() {
+		// Only a digest carried the newest version: read its value.
+		n.m.digestMismatches.Inc()
+		m, err := n.readFrom(ctx, best.id, key, false)
+		if err != nil {
+			return nil, 0, errorf(ErrUnavailable, "consistency %v: reading the newest version from %s: %v", c, best.id, err)
+		}
+		best.m, best.digest = m, false
+		for i := range answers {
+			if answers[i].id == best.id {
+				answers[i] = best
+			}
+		}
+		for _, a := range answers {
+			if version(a.m) > version(best.m) { // the replica lost a version between the two reads
+				return nil, 0, errorf(ErrUnavailable, "consistency %v: replica %s answered version %d, then %d", c, best.id, version(a.m), version(best.m))
+			}
+		}
+	}
+	if best.m != nil {
+		n.hlc.Observe(best.m.Version)
+		// Blocking read repair: the newest version must be on need
+		// replicas before it is returned, so a later read at this level
+		// cannot return older data.
+		if err := n.repairReads(ctx, c, answers, best.m, need); err != nil {
+			return nil, 0, err
+		}
+	}
+	if best.m == nil {
+		return nil, 0, errorf(ErrNotFound, "key %q", key)
+	}
+	if best.m.Tombstone {
+		return nil, best.m.Version, errorf(ErrNotFound, "key %q (deleted at version %d)", key, best.m.Version)
+	}
+	return best.m.Value, best.m.Version, nil
+}
+
+// readOrder orders the live replicas of a read: this node first (its read
+// is a local lookup), then the others in ring order.
+func (n *Node) readOrder(live []ring.NodeID) []ring.NodeID {
+	if i := slices.Index(live, n.id); i > 0 {
+		live = slices.Clone(live)
+		live[0], live[i] = live[i], live[0]
+	}
+	return live
+}
+
+// gatherReads asks replicas in order for key until need have answered:
+// the first for the value, the next need-1 for digests. A failed request
+// is replaced by the next replica (asked for the value if no value request
+// is left), and so is, once, a slow one after SpeculativeRetry. Answers
+// that arrive after need are repaired in the background.
+func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order []ring.NodeID, need int) ([]readResult, error) {
+	results := make(chan readResult, len(order))
+	sent, dataPending := 0, 0
+	local, localDigest := false, false
+	send := func(digest bool) {
+		id := order[sent]
+		sent++
+		if !digest {
+			dataPending++
+		}
+		if id == n.id {
+			local, localDigest = true, digest
+			return
+		}
 		n.bg.Add(1)
 		go func() {
 			defer n.bg.Done()
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
 			defer cancel()
-			m, err := n.readFrom(rctx, id, key)
-			results <- readResult{id, m, err}
+			m, err := n.readFrom(rctx, id, key, digest)
+			results <- readResult{id: id, m: m, digest: digest, err: err}
 		}()
+	}
+	send(false)
+	for sent < need {
+		send(true)
+	}
+	if local {
+		// NB: in this goroutine, after the remote reads have started (this
+		// node is first in order, so only here).
+		m, err := n.readFrom(ctx, n.id, key, localDigest)
+		results <- readResult{id: n.id, m: m, digest: localDigest, err: err}
+	}
+	var speculate <-chan time.Time
+	if d := n.cfg.SpeculativeRetry; d > 0 && sent < len(order) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		speculate = t.C
 	}
 	var answers []readResult
 	failed := 0
@@ -314,102 +445,108 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte
 	for len(answers) < need {
 		select {
 		case r := <-results:
-			if r.err != nil {
-				failed++
-				lastErr = r.err
-				if len(live)-failed < need {
-					n.drainReads(results, answers, len(live)-len(answers)-failed)
-					return nil, 0, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
-						c, need, len(answers), failed, lastErr)
-				}
+			if !r.digest {
+				dataPending--
+			}
+			if r.err == nil {
+				answers = append(answers, r)
 				continue
 			}
-			answers = append(answers, r)
+			failed++
+			lastErr = r.err
+			if sent < len(order) {
+				send(dataPending > 0 || hasData(answers))
+				continue
+			}
+			if sent-failed < need {
+				n.drainReads(results, answers, sent-len(answers)-failed)
+				return nil, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
+					c, need, len(answers), failed, lastErr)
+			}
+		case <-speculate:
+			speculate = nil
+			if sent < len(order) {
+				n.m.speculativeReads.Inc()
+				send(dataPending > 0 || hasData(answers))
+			}
 		case <-ctx.Done():
-			n.drainReads(results, answers, len(live)-len(answers)-failed)
+			n.drainReads(results, answers, sent-len(answers)-failed)
 			if errors.Is(ctx.Err(), context.Canceled) {
-				return nil, 0, ctx.Err()
+				return nil, ctx.Err()
 			}
-			return nil, 0, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
+			return nil, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
 		}
 	}
-	best := answers[0].m
-	for _, a := range answers[1:] {
-		if version(a.m) > version(best) {
-			best = a.m
-		}
+	if late := sent - len(answers) - failed; late > 0 {
+		n.drainReads(results, answers, late)
 	}
-	if best != nil {
-		n.hlc.Observe(best.Version)
-	}
-	if c != One && best != nil {
-		// Blocking read repair: the newest version must be on need
-		// replicas before it is returned, so a later read at this level
-		// cannot return older data.
-		confirmed := 0
-		var stale []ring.NodeID
-		for _, a := range answers {
-			if version(a.m) == best.Version {
-				confirmed++
-			} else {
-				stale = append(stale, a.id)
-			}
-		}
-		if len(stale) > 0 {
-			errs := make(chan error, len(stale))
-			for _, id := range stale {
-				n.m.repairs.WithLabelValues("blocking").Inc()
-				go func() { errs <- n.applyTo(ctx, id, best) }()
-			}
-			for range stale {
-				if err := <-errs; err == nil {
-					confirmed++
-				} else {
-					lastErr = err
-				}
-			}
-		}
-		if confirmed < need {
-			n.drainReads(results, answers, len(live)-len(answers)-failed)
-			return nil, 0, errorf(ErrUnavailable, "consistency %v: read repair reached %d of %d needed replicas (last: %v)", c, confirmed, need, lastErr)
-		}
-		for i := range answers {
-			answers[i].m = best // repaired
-		}
-	}
-	n.drainReads(results, answers, len(live)-len(answers)-failed)
-	if best == nil {
-		return nil, 0, errorf(ErrNotFound, "key %q", key)
-	}
-	if best.Tombstone {
-		return nil, best.Version, errorf(ErrNotFound, "key %q (deleted at version %d)", key, best.Version)
-	}
-	return best.Value, best.Version, nil
+	return answers, nil
 }
 
-// drainReads waits, in the background, for the remaining answers and
-// repairs every replica that answered with a version older than the newest
-// one seen.
+// hasData reports whether an answer carries a value (or needs none).
+func hasData(answers []readResult) bool {
+	return slices.ContainsFunc(answers, readResult.complete)
+}
+
+// repairReads writes best to every answer older than it and fails unless
+// best is then on need replicas.
+func (n *Node) repairReads(ctx context.Context, c Consistency, answers []readResult, best *kvv1.Mutation, need int) error {
+	confirmed := 0
+	var stale []ring.NodeID
+	for _, a := range answers {
+		if version(a.m) == best.Version {
+			confirmed++
+		} else {
+			stale = append(stale, a.id)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	errs := make(chan error, len(stale))
+	for _, id := range stale {
+		n.m.repairs.WithLabelValues("blocking").Inc()
+		go func() { errs <- n.applyTo(ctx, id, best) }()
+	}
+	var lastErr error
+	for range stale {
+		if err := <-errs; err == nil {
+			confirmed++
+		} else {
+			lastErr = err
+		}
+	}
+	if confirmed < need {
+		return errorf(ErrUnavailable, "consistency %v: read repair reached %d of %d needed replicas (last: %v)", c, confirmed, need, lastErr)
+	}
+	return nil
+}
+
+// drainReads waits, in the background, for the remaining answers of a
+// read that has returned (late or speculative ones) and repairs those older
+// than the newest value seen among all answers. A digest newer than every
+// value is left alone: the write that made it is hinted or repaired by
+// anti-entropy.
 func (n *Node) drainReads(results <-chan readResult, answers []readResult, remaining int) {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
-		all := answers
+		var late []readResult
 		for range remaining {
 			if r := <-results; r.err == nil {
-				all = append(all, r)
+				late = append(late, r)
 			}
 		}
 		var best *kvv1.Mutation
-		for _, a := range all {
-			if version(a.m) > version(best) {
+		for _, a := range slices.Concat(answers, late) {
+			if a.complete() && version(a.m) > version(best) {
 				best = a.m
 			}
 		}
 		if best == nil {
 			return
 		}
-		for _, a := range all {
+		for _, a := range late {
 			if version(a.m) < best.Version {
 				n.m.repairs.WithLabelValues("background").Inc()
 				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ReplicaTimeout)

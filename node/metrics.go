@@ -21,6 +21,13 @@ type metrics struct {
 	// batches.
 	singleCalls, batchCalls prometheus.Counter
 	batched                 prometheus.Counter
+	// dataReads and digestReads count the replica reads coordinators send
+	// (of tierkv_replica_reads_total); digestMismatches the reads whose
+	// newest version came in a digest; speculativeReads the replicas asked
+	// because another was slow.
+	dataReads, digestReads prometheus.Counter
+	digestMismatches       prometheus.Counter
+	speculativeReads       prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -58,6 +65,21 @@ func newMetrics(n *Node) *metrics {
 	m.singleCalls = replicaCalls.WithLabelValues("single")
 	m.batchCalls = replicaCalls.WithLabelValues("batch")
 	n.reg.MustRegister(replicaCalls, m.batched)
+	replicaReads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tierkv_replica_reads_total",
+		Help: "Replica reads sent by this coordinator (this node's own included): data (the value) or digest (the version alone).",
+	}, []string{"kind"})
+	m.dataReads = replicaReads.WithLabelValues("data")
+	m.digestReads = replicaReads.WithLabelValues("digest")
+	m.digestMismatches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_read_digest_mismatches_total",
+		Help: "Reads whose newest version came in a digest, so that its value was read in a second round trip.",
+	})
+	m.speculativeReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_read_speculative_retries_total",
+		Help: "Replicas asked because an earlier one had not answered within speculative_retry.",
+	})
+	n.reg.MustRegister(replicaReads, m.digestMismatches, m.speculativeReads)
 	m.repairs.WithLabelValues("blocking")
 	m.repairs.WithLabelValues("background")
 	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected,

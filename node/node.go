@@ -123,6 +123,9 @@ type Node struct {
 	// applyHookForTesting, if set, runs before the Replica service applies
 	// a mutation (tests make replicas hang with it).
 	applyHookForTesting atomic.Pointer[func(context.Context)]
+	// readHookForTesting, if set, runs before the Replica service answers
+	// a read.
+	readHookForTesting atomic.Pointer[func(context.Context)]
 	// streamHookForTesting, if set, runs after each batch a stream from a
 	// peer applied; an error breaks the stream there (tests of resumption).
 	streamHookForTesting atomic.Pointer[func(peer ring.NodeID) error]

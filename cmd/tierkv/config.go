@@ -53,6 +53,7 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.TextVar(&cfg.WriteConsistency, "write-consistency", cfg.WriteConsistency, "default write consistency: ONE, QUORUM or ALL")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline of a client request")
 	fs.DurationVar(&cfg.ReplicaTimeout, "replica-timeout", cfg.ReplicaTimeout, "deadline of one replica call; a replica that misses it gets a hint")
+	fs.DurationVar(&cfg.SpeculativeRetry, "speculative-retry", cfg.SpeculativeRetry, "a read asks one more replica when those asked have not answered within this (negative: never)")
 	fs.IntVar(&cfg.MaxKeySize, "max-key-size", cfg.MaxKeySize, "largest key in bytes")
 	fs.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest value in bytes")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "concurrent client requests; more get 429 / RESOURCE_EXHAUSTED")

@@ -34,6 +34,8 @@ func main() {
 	cfg := defaultConfig()
 	flag.StringVar(&cfg.systems, "systems", "tierkv,etcd", "systems to measure, in order")
 	flag.StringVar(&cfg.clients, "clients", "1,16,64", "concurrent clients per workload")
+	flag.StringVar(&cfg.ops, "ops", "put,get", "operations to measure, in order")
+	flag.StringVar(&cfg.tierkvLevels, "tierkv-levels", "ONE,QUORUM", "tierkv consistency levels to measure (QUORUM is the one compared with etcd)")
 	flag.DurationVar(&cfg.duration, "duration", cfg.duration, "how long each workload runs")
 	flag.IntVar(&cfg.valueSize, "value-size", cfg.valueSize, "value size in bytes (random, incompressible)")
 	flag.IntVar(&cfg.keys, "keys", cfg.keys, "key space: puts overwrite and gets read keys in [0, keys)")
@@ -52,13 +54,14 @@ func main() {
 }
 
 type config struct {
-	systems, clients string
-	duration         time.Duration
-	valueSize, keys  int
-	etcdBin          string
-	tierkvEndpoints  string
-	tierkvBin        string
-	progress         time.Duration
+	systems, clients  string
+	ops, tierkvLevels string
+	duration          time.Duration
+	valueSize, keys   int
+	etcdBin           string
+	tierkvEndpoints   string
+	tierkvBin         string
+	progress          time.Duration
 }
 
 func defaultConfig() config {

@@ -38,6 +38,11 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	for _, op := range strings.Split(cfg.ops, ",") {
+		if op != "put" && op != "get" {
+			return fmt.Errorf("bad -ops entry %q: put or get", op)
+		}
+	}
 	maxClients := 0
 	for _, n := range counts {
 		maxClients = max(maxClients, n)
@@ -69,7 +74,7 @@ func run(ctx context.Context, cfg config) error {
 			if endpoints == "" {
 				return fmt.Errorf("tierkv: give -tierkv-bin or -tierkv-endpoints")
 			}
-			sys, err = newTierkvHTTP(endpoints)
+			sys, err = newTierkvHTTP(endpoints, strings.Split(cfg.tierkvLevels, ","))
 		default:
 			return fmt.Errorf("unknown system %q", name)
 		}
@@ -116,7 +121,7 @@ func measure(ctx context.Context, cfg config, sys system, counts []int, value []
 	fmt.Fprintf(os.Stderr, "%s: preloaded %d keys in %v\n", sys.Name(), cfg.keys, time.Since(start).Round(time.Millisecond))
 	var out []*result
 	for _, cons := range sys.Consistencies() {
-		for _, op := range []string{"put", "get"} {
+		for _, op := range strings.Split(cfg.ops, ",") {
 			for _, n := range counts {
 				r := workload(ctx, cfg, sys, op, cons, n, value)
 				out = append(out, r)

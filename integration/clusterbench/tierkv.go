@@ -18,11 +18,12 @@ var errNotFound = errors.New("not found")
 // POST /v1/kv/{key} and GET /v1/kv/{key} with X-Consistency-Level.
 type tierkvHTTP struct {
 	endpoints []string
+	levels    []string
 	client    *http.Client
 }
 
-func newTierkvHTTP(endpoints string) (*tierkvHTTP, error) {
-	t := &tierkvHTTP{client: &http.Client{
+func newTierkvHTTP(endpoints string, levels []string) (*tierkvHTTP, error) {
+	t := &tierkvHTTP{levels: levels, client: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 	}}
@@ -38,7 +39,7 @@ func newTierkvHTTP(endpoints string) (*tierkvHTTP, error) {
 }
 
 func (t *tierkvHTTP) Name() string            { return "tierkv" }
-func (t *tierkvHTTP) Consistencies() []string { return []string{"ONE", "QUORUM"} }
+func (t *tierkvHTTP) Consistencies() []string { return t.levels }
 
 func (t *tierkvHTTP) url(client int, key string) string {
 	return t.endpoints[client%len(t.endpoints)] + "/v1/kv/" + url.PathEscape(key)

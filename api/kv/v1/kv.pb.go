@@ -826,8 +826,13 @@ func (*ApplyResponse) Descriptor() ([]byte, []int) {
 }
 
 type ReadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// digest asks for the version alone: the answer's mutation carries the
+	// key, version and tombstone flag but no value, and the replica does not
+	// read a separated value from disk. A coordinator at QUORUM or ALL reads
+	// the value from one replica and digests from the others.
+	Digest        bool `protobuf:"varint,2,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -867,6 +872,13 @@ func (x *ReadRequest) GetKey() []byte {
 		return x.Key
 	}
 	return nil
+}
+
+func (x *ReadRequest) GetDigest() bool {
+	if x != nil {
+		return x.Digest
+	}
+	return false
 }
 
 type ReadResponse struct {
@@ -1729,9 +1741,10 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\ttombstone\x18\x04 \x01(\bR\ttombstone\"B\n" +
 	"\fApplyRequest\x122\n" +
 	"\bmutation\x18\x01 \x01(\v2\x16.tierkv.kv.v1.MutationR\bmutation\"\x0f\n" +
-	"\rApplyResponse\"\x1f\n" +
+	"\rApplyResponse\"7\n" +
 	"\vReadRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"X\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\bR\x06digest\"X\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x122\n" +
 	"\bmutation\x18\x02 \x01(\v2\x16.tierkv.kv.v1.MutationR\bmutation\"4\n" +
