@@ -278,6 +278,8 @@ func TestMetrics(t *testing.T) {
 		"tierkv_hints_pending ", "tierkv_hints_delivered_total", "tierkv_hints_dropped_total",
 		"tierkv_compaction_backlog_bytes", `tierkv_disk_usage_bytes{tier="local"}`, `tierkv_disk_usage_bytes{tier="remote"}`,
 		`tierkv_gossip_phi{peer="n2"}`, "tierkv_gossip_convergence_seconds", "tierkv_read_repairs_total",
+		`tierkv_replica_reads_total{kind="digest"}`, "tierkv_read_speculative_retries_total", "tierkv_read_digest_mismatches_total",
+		"tierkv_wal_syncs_total", "tierkv_wal_records_total", "tierkv_wal_bytes_total",
 	} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %s", name)

@@ -2,29 +2,48 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/ring"
 )
 
-// Replica write coalescing. A coordinator sends a write to a remote replica
-// at once while fewer than maxApplyInFlight calls to it are in flight;
-// writes that arrive meanwhile queue, and when a call returns the queue goes
-// out as one ApplyBatch (one RPC, one engine batch, one WAL record on the
-// replica). Under load this trades per-call costs (HTTP/2 frames, headers,
-// goroutines, WAL wake-ups) for a batch; an idle coordinator sends each write
-// alone, with its caller's context and trace, as before.
+// Replica writes travel on one long-lived gRPC stream per (coordinator,
+// replica) pair, Replica.ApplyStream, instead of a call per write: a
+// stream message costs a DATA frame each way, where a unary call also
+// costs a new HTTP/2 stream, its header and trailer frames and a server
+// goroutine. Both ends batch only what queues while they are busy. The
+// coordinator's sender sends what has queued since its last send as one
+// request (an idle coordinator sends each write alone, at once); the
+// replica applies the requests that arrived during its last engine write
+// as one batch (one WAL record, one sync) and answers each by its sequence
+// number. A request that stays unanswered for replica_timeout breaks its
+// stream: the writes still pending on it fail (their coordinators hint
+// them) and the next write opens a new one.
+//
+// With tracing on, every replica write is a unary Apply call instead, so
+// that each has its own span (otelgrpc).
 
 const (
-	// maxApplyInFlight bounds the calls in flight to one replica.
-	maxApplyInFlight = 2
-	// maxApplyBatch and maxApplyBatchBytes bound one ApplyBatch (a batch
-	// holds at least one mutation; the message bound is key and value
-	// bounds plus 4 MiB).
-	maxApplyBatch      = 128
-	maxApplyBatchBytes = 2 << 20
+	// maxStreamRequest and maxStreamRequestBytes bound one request of a
+	// coordinator (a request holds at least one mutation; the message bound
+	// is key and value bounds plus 4 MiB).
+	maxStreamRequest      = 128
+	maxStreamRequestBytes = 2 << 20
+	// maxApplyGroupBytes bounds the requests a replica applies as one
+	// engine batch.
+	maxApplyGroupBytes = 8 << 20
+	// applyStreamQueue is how many received requests a replica holds while
+	// it applies; beyond, it stops reading and HTTP/2 flow control makes
+	// the coordinator's sends wait.
+	applyStreamQueue = 256
 )
 
 type applyReq struct {
@@ -32,107 +51,66 @@ type applyReq struct {
 	done chan error // buffered: the sender never blocks
 }
 
-// peerBatcher queues the writes to one replica.
-type peerBatcher struct {
+// replicaStream sends the writes of this node, as coordinator, to one
+// replica.
+type replicaStream struct {
 	n  *Node
 	id ring.NodeID
 
-	mu       sync.Mutex
-	queue    []*applyReq
-	inflight int
+	wake chan struct{} // capacity 1: the sender has work
+
+	mu      sync.Mutex
+	queue   []*applyReq
+	started bool // the sender runs
+	stopped bool // the sender has stopped (the node is closing)
+	conn    *streamConn
 }
 
-// batcher returns the batcher of replica id.
-func (n *Node) batcher(id ring.NodeID) *peerBatcher {
-	n.batchers.Lock()
-	defer n.batchers.Unlock()
-	if n.batchers.m == nil {
-		n.batchers.m = map[ring.NodeID]*peerBatcher{}
+// streamConn is one ApplyStream and the requests sent on it that await
+// their answer.
+type streamConn struct {
+	st     kvv1.Replica_ApplyStreamClient
+	cancel context.CancelFunc
+	seq    uint64 // the last sequence number sent (the sender's)
+
+	mu      sync.Mutex
+	pending map[uint64]*pendingRequest
+	err     error // non-nil once the stream is broken
+}
+
+type pendingRequest struct {
+	reqs  []*applyReq
+	timer *time.Timer
+}
+
+// replicaStream returns the stream of replica id.
+func (n *Node) replicaStream(id ring.NodeID) *replicaStream {
+	n.streams.Lock()
+	defer n.streams.Unlock()
+	if n.streams.m == nil {
+		n.streams.m = map[ring.NodeID]*replicaStream{}
 	}
-	b, ok := n.batchers.m[id]
+	s, ok := n.streams.m[id]
 	if !ok {
-		b = &peerBatcher{n: n, id: id}
-		n.batchers.m[id] = b
+		s = &replicaStream{n: n, id: id, wake: make(chan struct{}, 1)}
+		n.streams.m[id] = s
 	}
-	return b
+	return s
 }
 
-// apply sends m to the replica and waits for its acknowledgement (or ctx).
-func (b *peerBatcher) apply(ctx context.Context, m *kvv1.Mutation) error {
-	b.mu.Lock()
-	if b.inflight < maxApplyInFlight && len(b.queue) == 0 {
-		b.inflight++
-		b.mu.Unlock()
-		err := b.n.applyRemote(ctx, b.id, m)
-		b.next()
-		return err
-	}
-	r := &applyReq{m: m, done: make(chan error, 1)}
-	b.queue = append(b.queue, r)
-	b.mu.Unlock()
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		// The batch may still land; the caller counts this replica as
-		// failed (and hints it), which is safe: replays are idempotent.
-		return fmt.Errorf("replica %s: %w", b.id, errorf(ErrTimeout, "%v", ctx.Err()))
-	}
-}
-
-// next is called when a call returns: it sends the queue as one batch,
-// keeping the slot, or frees the slot.
-func (b *peerBatcher) next() {
-	b.mu.Lock()
-	if len(b.queue) == 0 {
-		b.inflight--
-		b.mu.Unlock()
-		return
-	}
-	k, size := 0, 0
-	for k < len(b.queue) && k < maxApplyBatch && (k == 0 || size < maxApplyBatchBytes) {
-		size += len(b.queue[k].m.Key) + len(b.queue[k].m.Value)
-		k++
-	}
-	batch := b.queue[:k:k]
-	b.queue = b.queue[k:]
-	b.mu.Unlock()
-	b.n.bg.Add(1)
-	go func() {
-		defer b.n.bg.Done()
-		b.sendBatch(batch)
-		b.next()
-	}()
-}
-
-func (b *peerBatcher) sendBatch(batch []*applyReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.n.cfg.ReplicaTimeout)
-	defer cancel()
-	ms := make([]*kvv1.Mutation, len(batch))
-	for i, r := range batch {
-		ms[i] = r.m
-	}
-	var err error
-	if len(ms) == 1 {
-		err = b.n.applyRemote(ctx, b.id, ms[0])
-	} else {
-		err = b.n.applyRemoteBatch(ctx, b.id, ms)
-		if k := errorKind(err); k == ErrInvalidArgument || k == ErrTooLarge {
-			// One bad mutation must not fail the others: each alone.
-			for _, r := range batch {
-				r.done <- b.n.applyRemote(ctx, b.id, r.m)
-			}
-			return
-		}
-	}
-	for _, r := range batch {
-		r.done <- err
-	}
-}
-
-// applyRemote sends one mutation to replica id.
+// applyRemote sends m to replica id and waits for its acknowledgement (or
+// ctx).
 func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) error {
-	n.m.singleCalls.Inc()
+	if n.tp != nil {
+		return n.applyUnary(ctx, id, m)
+	}
+	return n.replicaStream(id).apply(ctx, m)
+}
+
+// applyUnary sends m to replica id in a call of its own.
+func (n *Node) applyUnary(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) error {
+	n.m.writeMessages.Inc()
+	n.m.remoteWrites.Inc()
 	rc, err := n.peer(id)
 	if err != nil {
 		return err
@@ -143,16 +121,344 @@ func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation
 	return nil
 }
 
-// applyRemoteBatch sends mutations to replica id in one call.
-func (n *Node) applyRemoteBatch(ctx context.Context, id ring.NodeID, ms []*kvv1.Mutation) error {
-	n.m.batchCalls.Inc()
-	n.m.batched.Add(float64(len(ms)))
-	rc, err := n.peer(id)
-	if err != nil {
+func (s *replicaStream) apply(ctx context.Context, m *kvv1.Mutation) error {
+	r := &applyReq{m: m, done: make(chan error, 1)}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.queue = append(s.queue, r)
+	if !s.started {
+		s.started = true
+		s.n.bg.Add(1)
+		go s.sendLoop()
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-r.done:
 		return err
+	case <-ctx.Done():
+		// The write may still land; the caller counts this replica as
+		// failed (and hints it), which is safe: replays are idempotent.
+		return fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "%v", ctx.Err()))
 	}
-	if _, err := rc.ApplyBatch(ctx, &kvv1.ApplyBatchRequest{Mutations: ms}); err != nil {
-		return fmt.Errorf("replica %s: %w", id, fromStatus(err))
+}
+
+// sendLoop sends the queue until the node stops.
+func (s *replicaStream) sendLoop() {
+	defer s.n.bg.Done()
+	for {
+		select {
+		case <-s.n.stop:
+			s.mu.Lock()
+			s.stopped = true
+			queue, c := s.queue, s.conn
+			s.queue, s.conn = nil, nil
+			s.mu.Unlock()
+			for _, r := range queue {
+				r.done <- ErrClosed
+			}
+			if c != nil {
+				c.fail(ErrClosed)
+			}
+			return
+		case <-s.wake:
+		}
+		for {
+			reqs := s.take()
+			if len(reqs) == 0 {
+				break
+			}
+			s.send(reqs)
+		}
 	}
-	return nil
+}
+
+// take removes one request's worth of writes from the queue.
+func (s *replicaStream) take() []*applyReq {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, size := 0, 0
+	for k < len(s.queue) && k < maxStreamRequest && (k == 0 || size < maxStreamRequestBytes) {
+		size += len(s.queue[k].m.Key) + len(s.queue[k].m.Value)
+		k++
+	}
+	reqs := s.queue[:k:k]
+	s.queue = s.queue[k:]
+	return reqs
+}
+
+func (s *replicaStream) send(reqs []*applyReq) {
+	c, err := s.connect()
+	if err != nil {
+		for _, r := range reqs {
+			r.done <- err
+		}
+		return
+	}
+	ms := make([]*kvv1.Mutation, len(reqs))
+	for i, r := range reqs {
+		ms[i] = r.m
+	}
+	c.seq++
+	seq := c.seq
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		for _, r := range reqs {
+			r.done <- c.err
+		}
+		return
+	}
+	p := &pendingRequest{reqs: reqs}
+	c.pending[seq] = p
+	p.timer = time.AfterFunc(s.n.cfg.ReplicaTimeout, func() {
+		if c.fail(fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "no answer within replica_timeout %v", s.n.cfg.ReplicaTimeout))) {
+			s.n.m.streamResets.Inc()
+		}
+	})
+	c.mu.Unlock()
+	s.n.m.writeMessages.Inc()
+	s.n.m.remoteWrites.Add(float64(len(reqs)))
+	if err := c.st.Send(&kvv1.ApplyStreamRequest{Seq: seq, Mutations: ms}); err != nil {
+		// NB: Send reports io.EOF for a stream that ended; the reason
+		// comes to the receiver, which fails the stream with it first
+		// unless this does.
+		if c.fail(fmt.Errorf("replica %s: %w", s.id, fromStatus(err))) {
+			s.n.m.streamResets.Inc()
+		}
+	}
+}
+
+// connect returns the open stream, or opens one.
+func (s *replicaStream) connect() (*streamConn, error) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil && !c.broken() {
+		return c, nil
+	}
+	rc, err := s.n.peer(s.id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := rc.ApplyStream(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("replica %s: %w", s.id, fromStatus(err))
+	}
+	c = &streamConn{st: st, cancel: cancel, pending: map[uint64]*pendingRequest{}}
+	s.mu.Lock()
+	s.conn = c
+	s.mu.Unlock()
+	s.n.bg.Add(1)
+	go func() {
+		defer s.n.bg.Done()
+		s.recvLoop(c)
+	}()
+	return c, nil
+}
+
+// recvLoop delivers the replica's answers until the stream ends.
+func (s *replicaStream) recvLoop(c *streamConn) {
+	for {
+		resp, err := c.st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errorf(ErrUnavailable, "the replica closed the write stream")
+			} else {
+				err = fromStatus(err)
+			}
+			if c.fail(fmt.Errorf("replica %s: %w", s.id, err)) {
+				s.n.m.streamResets.Inc()
+			}
+			return
+		}
+		c.mu.Lock()
+		p := c.pending[resp.Seq]
+		delete(c.pending, resp.Seq)
+		c.mu.Unlock()
+		if p == nil {
+			continue // failed already
+		}
+		p.timer.Stop()
+		for i, r := range p.reqs {
+			var e *kvv1.ApplyError
+			switch len(resp.Errors) {
+			case 0:
+			case 1:
+				e = resp.Errors[0]
+			default:
+				if i < len(resp.Errors) {
+					e = resp.Errors[i]
+				}
+			}
+			if e == nil || e.Code == int32(codes.OK) {
+				r.done <- nil
+				continue
+			}
+			r.done <- fmt.Errorf("replica %s: %w", s.id, fromStatus(status.Error(codes.Code(e.Code), e.Message)))
+		}
+	}
+}
+
+func (c *streamConn) broken() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}
+
+// fail breaks the stream: its pending writes fail with err. It reports
+// whether the stream was whole until then.
+func (c *streamConn) fail(err error) bool {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return false
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	c.cancel()
+	for _, p := range pending {
+		p.timer.Stop()
+		for _, r := range p.reqs {
+			r.done <- err
+		}
+	}
+	return true
+}
+
+// ApplyStream is part of the kvv1.ReplicaServer interface: it applies the
+// requests of one coordinator, those that arrived while the previous
+// engine write ran as one batch, until the coordinator ends the stream or
+// this node drains for shutdown (the coordinator then reconnects
+// elsewhere or hints).
+func (s *replicaServer) ApplyStream(stream kvv1.Replica_ApplyStreamServer) error {
+	n := s.n
+	ctx := stream.Context()
+	in := make(chan *kvv1.ApplyStreamRequest, applyStreamQueue)
+	var recvErr error
+	go func() {
+		defer close(in)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr = err
+				return
+			}
+			select {
+			case in <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var group []*kvv1.ApplyStreamRequest
+		select {
+		case req, ok := <-in:
+			if !ok {
+				if errors.Is(recvErr, io.EOF) || recvErr == nil {
+					return nil
+				}
+				return recvErr
+			}
+			group = append(group, req)
+		case <-n.drain:
+			return nil
+		}
+		size := requestSize(group[0])
+	more:
+		for size < maxApplyGroupBytes {
+			select {
+			case req, ok := <-in:
+				if !ok {
+					break more
+				}
+				group = append(group, req)
+				size += requestSize(req)
+			default:
+				break more
+			}
+		}
+		for i, errs := range n.applyGroup(ctx, group) {
+			if err := stream.Send(&kvv1.ApplyStreamResponse{Seq: group[i].Seq, Errors: errs}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func requestSize(r *kvv1.ApplyStreamRequest) int {
+	size := 0
+	for _, m := range r.Mutations {
+		size += len(m.Key) + len(m.Value)
+	}
+	return size
+}
+
+// applyGroup applies the mutations of a group of requests as one engine
+// batch and returns each request's errors (ApplyStreamResponse.errors). If
+// the engine refuses the batch for its input, every mutation is applied
+// alone, so that one bad mutation fails alone.
+func (n *Node) applyGroup(ctx context.Context, group []*kvv1.ApplyStreamRequest) [][]*kvv1.ApplyError {
+	if hook := n.applyHookForTesting.Load(); hook != nil {
+		(*hook)(ctx)
+	}
+	out := make([][]*kvv1.ApplyError, len(group))
+	var all []*kvv1.Mutation
+	for i, r := range group {
+		if len(r.Mutations) == 0 {
+			out[i] = []*kvv1.ApplyError{applyError(errorf(ErrInvalidArgument, "empty request"))}
+			continue
+		}
+		all = append(all, r.Mutations...)
+	}
+	if len(all) == 0 {
+		return out
+	}
+	n.m.streamApplies.Inc()
+	n.m.streamApplied.Add(float64(len(all)))
+	err := n.applyLocalBatch(all)
+	if err == nil {
+		return out
+	}
+	if k := errorKind(err); (k != ErrInvalidArgument && k != ErrTooLarge) || len(all) == 1 {
+		for i := range group {
+			if out[i] == nil {
+				out[i] = []*kvv1.ApplyError{applyError(err)}
+			}
+		}
+		return out
+	}
+	for i, r := range group {
+		if out[i] != nil {
+			continue
+		}
+		errs := make([]*kvv1.ApplyError, len(r.Mutations))
+		failed := false
+		for j, m := range r.Mutations {
+			errs[j] = &kvv1.ApplyError{}
+			if err := n.applyLocalBatch([]*kvv1.Mutation{m}); err != nil {
+				errs[j], failed = applyError(err), true
+			}
+		}
+		if failed {
+			out[i] = errs
+		}
+	}
+	return out
+}
+
+func applyError(err error) *kvv1.ApplyError {
+	st := toStatus(err)
+	return &kvv1.ApplyError{Code: int32(status.Code(st)), Message: status.Convert(st).Message()}
 }

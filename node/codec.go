@@ -37,7 +37,7 @@ func newStrictCodec() strictCodec {
 func unaryRequest(v any) bool {
 	switch v.(type) {
 	case *kvv1.PutRequest, *kvv1.GetRequest, *kvv1.DeleteRequest, *kvv1.TopologyRequest,
-		*kvv1.ApplyRequest, *kvv1.ApplyBatchRequest, *kvv1.ReadRequest,
+		*kvv1.ApplyRequest, *kvv1.ReadRequest,
 		*kvv1.PrepareRequest, *kvv1.HashesRequest, *kvv1.LeafDigestsRequest,
 		*kvv1.FetchRequest, *kvv1.PushRequest, *kvv1.IngestRequest:
 		return true

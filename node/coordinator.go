@@ -202,7 +202,7 @@ func (n *Node) applyTo(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) er
 	if id == n.id {
 		return n.applyLocal(m)
 	}
-	return n.batcher(id).apply(ctx, m)
+	return n.applyRemote(ctx, id, m)
 }
 
 // applyLocal applies a mutation to this node's engine and returns after the

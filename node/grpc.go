@@ -171,20 +171,6 @@ type replicaServer struct {
 	n *Node
 }
 
-// ApplyBatch is part of the kvv1.ReplicaServer interface.
-func (s *replicaServer) ApplyBatch(ctx context.Context, req *kvv1.ApplyBatchRequest) (*kvv1.ApplyBatchResponse, error) {
-	if hook := s.n.applyHookForTesting.Load(); hook != nil {
-		(*hook)(ctx)
-	}
-	if len(req.Mutations) == 0 {
-		return nil, toStatus(errorf(ErrInvalidArgument, "empty batch"))
-	}
-	if err := s.n.applyLocalBatch(req.Mutations); err != nil {
-		return nil, toStatus(err)
-	}
-	return &kvv1.ApplyBatchResponse{}, nil
-}
-
 // Apply is part of the kvv1.ReplicaServer interface.
 func (s *replicaServer) Apply(ctx context.Context, req *kvv1.ApplyRequest) (*kvv1.ApplyResponse, error) {
 	if hook := s.n.applyHookForTesting.Load(); hook != nil {

@@ -16,11 +16,14 @@ type metrics struct {
 	repairs  *prometheus.CounterVec
 	inflight prometheus.Gauge
 	rejected prometheus.Counter
-	// singleCalls and batchCalls count write calls to remote replicas (of
-	// tierkv_replica_write_calls_total); batched the mutations sent in
-	// batches.
-	singleCalls, batchCalls prometheus.Counter
-	batched                 prometheus.Counter
+	// writeMessages and remoteWrites count the messages (stream requests
+	// or unary calls) and the writes sent to remote replicas; streamResets
+	// the write streams that broke. streamApplies and streamApplied count,
+	// on the replica, the engine batches applied from write streams and
+	// the writes in them.
+	writeMessages, remoteWrites  prometheus.Counter
+	streamResets                 prometheus.Counter
+	streamApplies, streamApplied prometheus.Counter
 	// dataReads and digestReads count the replica reads coordinators send
 	// (of tierkv_replica_reads_total); digestMismatches the reads whose
 	// newest version came in a digest; speculativeReads the replicas asked
@@ -54,17 +57,27 @@ func newMetrics(n *Node) *metrics {
 			Help: "Client requests refused because max_in_flight was reached.",
 		}),
 	}
-	replicaCalls := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tierkv_replica_write_calls_total",
-		Help: "Write calls to remote replicas: single (one mutation) or batch (writes that queued while earlier calls were in flight).",
-	}, []string{"kind"})
-	m.batched = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tierkv_replica_batched_writes_total",
-		Help: "Mutations sent to remote replicas inside batch calls.",
+	m.writeMessages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_write_messages_total",
+		Help: "Messages carrying writes to remote replicas (write stream requests, or unary calls with tracing on); writes_total / messages_total is the coordinator's batching.",
 	})
-	m.singleCalls = replicaCalls.WithLabelValues("single")
-	m.batchCalls = replicaCalls.WithLabelValues("batch")
-	n.reg.MustRegister(replicaCalls, m.batched)
+	m.remoteWrites = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_writes_total",
+		Help: "Writes this node, as coordinator, sent to remote replicas.",
+	})
+	m.streamResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_write_stream_resets_total",
+		Help: "Write streams to remote replicas that broke (error, replica gone, or no answer within replica_timeout); their pending writes were hinted.",
+	})
+	m.streamApplies = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_stream_applies_total",
+		Help: "Engine batches this node, as replica, applied from coordinators' write streams.",
+	})
+	m.streamApplied = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_stream_applied_writes_total",
+		Help: "Writes in those batches; applied_writes_total / applies_total is the replica's batching.",
+	})
+	n.reg.MustRegister(m.writeMessages, m.remoteWrites, m.streamResets, m.streamApplies, m.streamApplied)
 	replicaReads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tierkv_replica_reads_total",
 		Help: "Replica reads sent by this coordinator (this node's own included): data (the value) or digest (the version alone).",
@@ -130,6 +143,9 @@ var (
 	descBackupFailures = prometheus.NewDesc("tierkv_tiering_backup_failures_total", "Manifest backups that failed.", nil, nil)
 	descGCDeleted      = prometheus.NewDesc("tierkv_tiering_gc_deleted_objects_total", "Unreferenced objects deleted from the object store.", nil, nil)
 	descHydrated       = prometheus.NewDesc("tierkv_tiering_hydrated_bytes_total", "Bytes downloaded to local files by hydration.", nil, nil)
+	descWALSyncs       = prometheus.NewDesc("tierkv_wal_syncs_total", "fdatasyncs of the write-ahead log; records_total / syncs_total is the mean group commit.", nil, nil)
+	descWALRecords     = prometheus.NewDesc("tierkv_wal_records_total", "Records (engine batches) written to the write-ahead log.", nil, nil)
+	descWALBytes       = prometheus.NewDesc("tierkv_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
 	descStalls         = prometheus.NewDesc("tierkv_write_stalls_total", "Writes that waited for flushes or compactions.", nil, nil)
 	descPhi            = prometheus.NewDesc("tierkv_gossip_phi", "Phi accrual suspicion of each peer (Down above 8).", []string{"peer"}, nil)
 	descDown           = prometheus.NewDesc("tierkv_gossip_members_down", "Members the failure detector considers down.", nil, nil)
@@ -151,7 +167,7 @@ var (
 // Describe is part of the prometheus.Collector interface.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHintsPending, descHintsBytes, descHintsDelivered, descHintsDropped,
-		descBacklog, descDisk, descStalls, descPhi, descDown, descMembers, descConvergence,
+		descBacklog, descDisk, descStalls, descWALSyncs, descWALRecords, descWALBytes, descPhi, descDown, descMembers, descConvergence,
 		descObjects, descUpBytes, descUploads, descUpFailures, descUpPending, descFbUpBytes, descDownBytes, descGets,
 		descRemoteReads, descCacheHits, descCacheMisses, descCacheSize, descFbReads, descHedged, descFbBytes,
 		descBackups, descBackupFailures, descGCDeleted, descHydrated,
@@ -201,6 +217,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGCDeleted, tm.GCDeleted)
 	counter(descHydrated, tm.HydratedBytes)
 	ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(em.WriteStalls))
+	ch <- prometheus.MustNewConstMetric(descWALSyncs, prometheus.CounterValue, float64(em.WALSyncs))
+	ch <- prometheus.MustNewConstMetric(descWALRecords, prometheus.CounterValue, float64(em.WALRecords))
+	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.CounterValue, float64(em.WALBytes))
 	am := n.aeSched.Metrics()
 	counter(descAEPasses, am.Passes)
 	counter(descAEFailedPairs, am.FailedPairs)

@@ -73,11 +73,13 @@ type Node struct {
 	// ranges with their other replicas (repair.go).
 	ae      *antientropy.Local
 	aeSched *antientropy.Scheduler
-	// batchers coalesce the writes to each remote replica (batcher.go).
-	batchers struct {
+	// streams carry the writes to each remote replica (batcher.go).
+	streams struct {
 		sync.Mutex
-		m map[ring.NodeID]*peerBatcher
+		m map[ring.NodeID]*replicaStream
 	}
+	// drain is closed when Close begins: replica write streams end.
+	drain chan struct{}
 	// ringViews caches the read and future views of the ring (placement.go).
 	ringViews atomic.Pointer[ringViews]
 	// topo is the progress of a join or decommission (topology.go).
@@ -184,6 +186,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 		hlc:       NewHLC(c.Clock, 0), // the clock id is set by join
 		inflight:  make(chan struct{}, c.MaxInFlight),
 		stop:      make(chan struct{}),
+		drain:     make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		shardKick: make(chan struct{}, 1),
 		serveErr:  make(chan error, 2),
@@ -674,6 +677,7 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	n.closing.Store(true)
+	close(n.drain)
 	n.health.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()

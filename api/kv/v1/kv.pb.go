@@ -597,27 +597,28 @@ func (x *Member) GetUp() bool {
 	return false
 }
 
-type ApplyBatchRequest struct {
+type ApplyStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mutations     []*Mutation            `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Mutations     []*Mutation            `protobuf:"bytes,2,rep,name=mutations,proto3" json:"mutations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ApplyBatchRequest) Reset() {
-	*x = ApplyBatchRequest{}
+func (x *ApplyStreamRequest) Reset() {
+	*x = ApplyStreamRequest{}
 	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ApplyBatchRequest) String() string {
+func (x *ApplyStreamRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ApplyBatchRequest) ProtoMessage() {}
+func (*ApplyStreamRequest) ProtoMessage() {}
 
-func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
+func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -629,38 +630,50 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
-func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ApplyStreamRequest.ProtoReflect.Descriptor instead.
+func (*ApplyStreamRequest) Descriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *ApplyBatchRequest) GetMutations() []*Mutation {
+func (x *ApplyStreamRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ApplyStreamRequest) GetMutations() []*Mutation {
 	if x != nil {
 		return x.Mutations
 	}
 	return nil
 }
 
-type ApplyBatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+type ApplyStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// errors is empty when every mutation of the request is applied; else it
+	// holds one error for all of them, or one per mutation (in the request's
+	// order; code 0 for a mutation that was applied).
+	Errors        []*ApplyError `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ApplyBatchResponse) Reset() {
-	*x = ApplyBatchResponse{}
+func (x *ApplyStreamResponse) Reset() {
+	*x = ApplyStreamResponse{}
 	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ApplyBatchResponse) String() string {
+func (x *ApplyStreamResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ApplyBatchResponse) ProtoMessage() {}
+func (*ApplyStreamResponse) ProtoMessage() {}
 
-func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
+func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -672,9 +685,77 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
-func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ApplyStreamResponse.ProtoReflect.Descriptor instead.
+func (*ApplyStreamResponse) Descriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ApplyStreamResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ApplyStreamResponse) GetErrors() []*ApplyError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// ApplyError is a gRPC status: code (google.golang.org/grpc/codes) and
+// message.
+type ApplyError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyError) Reset() {
+	*x = ApplyError{}
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyError) ProtoMessage() {}
+
+func (x *ApplyError) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyError.ProtoReflect.Descriptor instead.
+func (*ApplyError) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApplyError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ApplyError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type Mutation struct {
@@ -689,7 +770,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +782,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +795,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Mutation) GetKey() []byte {
@@ -754,7 +835,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +847,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +860,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyRequest) GetMutation() *Mutation {
@@ -797,7 +878,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +890,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +903,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
 }
 
 type ReadRequest struct {
@@ -839,7 +920,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +932,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +945,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadRequest) GetKey() []byte {
@@ -892,7 +973,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +985,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +998,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadResponse) GetFound() bool {
@@ -946,7 +1027,7 @@ type TokenRange struct {
 
 func (x *TokenRange) Reset() {
 	*x = TokenRange{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1039,7 @@ func (x *TokenRange) String() string {
 func (*TokenRange) ProtoMessage() {}
 
 func (x *TokenRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1052,7 @@ func (x *TokenRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRange.ProtoReflect.Descriptor instead.
 func (*TokenRange) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenRange) GetStart() uint64 {
@@ -997,7 +1078,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1090,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1103,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IngestRequest) GetEntries() []*Mutation {
@@ -1040,7 +1121,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1133,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1146,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
 }
 
 type PrepareRequest struct {
@@ -1078,7 +1159,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1171,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1184,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PrepareRequest) GetRanges() []*TokenRange {
@@ -1129,7 +1210,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1222,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1235,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PrepareResponse) GetRoots() []uint64 {
@@ -1174,7 +1255,7 @@ type HashesRequest struct {
 
 func (x *HashesRequest) Reset() {
 	*x = HashesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1267,7 @@ func (x *HashesRequest) String() string {
 func (*HashesRequest) ProtoMessage() {}
 
 func (x *HashesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1280,7 @@ func (x *HashesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesRequest.ProtoReflect.Descriptor instead.
 func (*HashesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HashesRequest) GetRange() *TokenRange {
@@ -1225,7 +1306,7 @@ type HashesResponse struct {
 
 func (x *HashesResponse) Reset() {
 	*x = HashesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1318,7 @@ func (x *HashesResponse) String() string {
 func (*HashesResponse) ProtoMessage() {}
 
 func (x *HashesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1331,7 @@ func (x *HashesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesResponse.ProtoReflect.Descriptor instead.
 func (*HashesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HashesResponse) GetHashes() []uint64 {
@@ -1270,7 +1351,7 @@ type LeafSet struct {
 
 func (x *LeafSet) Reset() {
 	*x = LeafSet{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1363,7 @@ func (x *LeafSet) String() string {
 func (*LeafSet) ProtoMessage() {}
 
 func (x *LeafSet) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1376,7 @@ func (x *LeafSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafSet.ProtoReflect.Descriptor instead.
 func (*LeafSet) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LeafSet) GetRange() *TokenRange {
@@ -1322,7 +1403,7 @@ type LeafDigestsRequest struct {
 
 func (x *LeafDigestsRequest) Reset() {
 	*x = LeafDigestsRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1415,7 @@ func (x *LeafDigestsRequest) String() string {
 func (*LeafDigestsRequest) ProtoMessage() {}
 
 func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1428,7 @@ func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsRequest.ProtoReflect.Descriptor instead.
 func (*LeafDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeafDigestsRequest) GetDepth() uint32 {
@@ -1374,7 +1455,7 @@ type LeafDigestsResponse struct {
 
 func (x *LeafDigestsResponse) Reset() {
 	*x = LeafDigestsResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1467,7 @@ func (x *LeafDigestsResponse) String() string {
 func (*LeafDigestsResponse) ProtoMessage() {}
 
 func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1480,7 @@ func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsResponse.ProtoReflect.Descriptor instead.
 func (*LeafDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeafDigestsResponse) GetDigests() []byte {
@@ -1418,7 +1499,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1511,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1524,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FetchRequest) GetKeys() [][]byte {
@@ -1463,7 +1544,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1556,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1569,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FetchResponse) GetEntries() []*Mutation {
@@ -1514,7 +1595,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1607,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1620,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PushRequest) GetEntries() []*Mutation {
@@ -1557,7 +1638,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1650,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1663,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 type StreamRequest struct {
@@ -1599,7 +1680,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1692,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1705,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StreamRequest) GetRanges() []*TokenRange {
@@ -1657,7 +1738,7 @@ type StreamBatch struct {
 
 func (x *StreamBatch) Reset() {
 	*x = StreamBatch{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1750,7 @@ func (x *StreamBatch) String() string {
 func (*StreamBatch) ProtoMessage() {}
 
 func (x *StreamBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1763,7 @@ func (x *StreamBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatch.ProtoReflect.Descriptor instead.
 func (*StreamBatch) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StreamBatch) GetEntries() []*Mutation {
@@ -1730,10 +1811,17 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06tokens\x18\x04 \x03(\x04R\x06tokens\x12\x1b\n" +
 	"\tgrpc_addr\x18\x05 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x06 \x01(\tR\bhttpAddr\x12\x0e\n" +
-	"\x02up\x18\a \x01(\bR\x02up\"I\n" +
-	"\x11ApplyBatchRequest\x124\n" +
-	"\tmutations\x18\x01 \x03(\v2\x16.tierkv.kv.v1.MutationR\tmutations\"\x14\n" +
-	"\x12ApplyBatchResponse\"j\n" +
+	"\x02up\x18\a \x01(\bR\x02up\"\\\n" +
+	"\x12ApplyStreamRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x124\n" +
+	"\tmutations\x18\x02 \x03(\v2\x16.tierkv.kv.v1.MutationR\tmutations\"Y\n" +
+	"\x13ApplyStreamResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x120\n" +
+	"\x06errors\x18\x02 \x03(\v2\x18.tierkv.kv.v1.ApplyErrorR\x06errors\":\n" +
+	"\n" +
+	"ApplyError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"j\n" +
 	"\bMutation\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
@@ -1799,12 +1887,11 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03Put\x12\x18.tierkv.kv.v1.PutRequest\x1a\x19.tierkv.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.tierkv.kv.v1.GetRequest\x1a\x19.tierkv.kv.v1.GetResponse\x12C\n" +
 	"\x06Delete\x12\x1b.tierkv.kv.v1.DeleteRequest\x1a\x1c.tierkv.kv.v1.DeleteResponse\x12I\n" +
-	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\xdb\x01\n" +
+	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\xe2\x01\n" +
 	"\aReplica\x12@\n" +
 	"\x05Apply\x12\x1a.tierkv.kv.v1.ApplyRequest\x1a\x1b.tierkv.kv.v1.ApplyResponse\x12=\n" +
-	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse\x12O\n" +
-	"\n" +
-	"ApplyBatch\x12\x1f.tierkv.kv.v1.ApplyBatchRequest\x1a .tierkv.kv.v1.ApplyBatchResponse2\xf3\x03\n" +
+	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse\x12V\n" +
+	"\vApplyStream\x12 .tierkv.kv.v1.ApplyStreamRequest\x1a!.tierkv.kv.v1.ApplyStreamResponse(\x010\x012\xf3\x03\n" +
 	"\x06Repair\x12F\n" +
 	"\aPrepare\x12\x1c.tierkv.kv.v1.PrepareRequest\x1a\x1d.tierkv.kv.v1.PrepareResponse\x12C\n" +
 	"\x06Hashes\x12\x1b.tierkv.kv.v1.HashesRequest\x1a\x1c.tierkv.kv.v1.HashesResponse\x12R\n" +
@@ -1827,7 +1914,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),            // 0: tierkv.kv.v1.Consistency
 	(*PutRequest)(nil),          // 1: tierkv.kv.v1.PutRequest
@@ -1839,80 +1926,82 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*TopologyRequest)(nil),     // 7: tierkv.kv.v1.TopologyRequest
 	(*TopologyResponse)(nil),    // 8: tierkv.kv.v1.TopologyResponse
 	(*Member)(nil),              // 9: tierkv.kv.v1.Member
-	(*ApplyBatchRequest)(nil),   // 10: tierkv.kv.v1.ApplyBatchRequest
-	(*ApplyBatchResponse)(nil),  // 11: tierkv.kv.v1.ApplyBatchResponse
-	(*Mutation)(nil),            // 12: tierkv.kv.v1.Mutation
-	(*ApplyRequest)(nil),        // 13: tierkv.kv.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 14: tierkv.kv.v1.ApplyResponse
-	(*ReadRequest)(nil),         // 15: tierkv.kv.v1.ReadRequest
-	(*ReadResponse)(nil),        // 16: tierkv.kv.v1.ReadResponse
-	(*TokenRange)(nil),          // 17: tierkv.kv.v1.TokenRange
-	(*IngestRequest)(nil),       // 18: tierkv.kv.v1.IngestRequest
-	(*IngestResponse)(nil),      // 19: tierkv.kv.v1.IngestResponse
-	(*PrepareRequest)(nil),      // 20: tierkv.kv.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 21: tierkv.kv.v1.PrepareResponse
-	(*HashesRequest)(nil),       // 22: tierkv.kv.v1.HashesRequest
-	(*HashesResponse)(nil),      // 23: tierkv.kv.v1.HashesResponse
-	(*LeafSet)(nil),             // 24: tierkv.kv.v1.LeafSet
-	(*LeafDigestsRequest)(nil),  // 25: tierkv.kv.v1.LeafDigestsRequest
-	(*LeafDigestsResponse)(nil), // 26: tierkv.kv.v1.LeafDigestsResponse
-	(*FetchRequest)(nil),        // 27: tierkv.kv.v1.FetchRequest
-	(*FetchResponse)(nil),       // 28: tierkv.kv.v1.FetchResponse
-	(*PushRequest)(nil),         // 29: tierkv.kv.v1.PushRequest
-	(*PushResponse)(nil),        // 30: tierkv.kv.v1.PushResponse
-	(*StreamRequest)(nil),       // 31: tierkv.kv.v1.StreamRequest
-	(*StreamBatch)(nil),         // 32: tierkv.kv.v1.StreamBatch
+	(*ApplyStreamRequest)(nil),  // 10: tierkv.kv.v1.ApplyStreamRequest
+	(*ApplyStreamResponse)(nil), // 11: tierkv.kv.v1.ApplyStreamResponse
+	(*ApplyError)(nil),          // 12: tierkv.kv.v1.ApplyError
+	(*Mutation)(nil),            // 13: tierkv.kv.v1.Mutation
+	(*ApplyRequest)(nil),        // 14: tierkv.kv.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 15: tierkv.kv.v1.ApplyResponse
+	(*ReadRequest)(nil),         // 16: tierkv.kv.v1.ReadRequest
+	(*ReadResponse)(nil),        // 17: tierkv.kv.v1.ReadResponse
+	(*TokenRange)(nil),          // 18: tierkv.kv.v1.TokenRange
+	(*IngestRequest)(nil),       // 19: tierkv.kv.v1.IngestRequest
+	(*IngestResponse)(nil),      // 20: tierkv.kv.v1.IngestResponse
+	(*PrepareRequest)(nil),      // 21: tierkv.kv.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 22: tierkv.kv.v1.PrepareResponse
+	(*HashesRequest)(nil),       // 23: tierkv.kv.v1.HashesRequest
+	(*HashesResponse)(nil),      // 24: tierkv.kv.v1.HashesResponse
+	(*LeafSet)(nil),             // 25: tierkv.kv.v1.LeafSet
+	(*LeafDigestsRequest)(nil),  // 26: tierkv.kv.v1.LeafDigestsRequest
+	(*LeafDigestsResponse)(nil), // 27: tierkv.kv.v1.LeafDigestsResponse
+	(*FetchRequest)(nil),        // 28: tierkv.kv.v1.FetchRequest
+	(*FetchResponse)(nil),       // 29: tierkv.kv.v1.FetchResponse
+	(*PushRequest)(nil),         // 30: tierkv.kv.v1.PushRequest
+	(*PushResponse)(nil),        // 31: tierkv.kv.v1.PushResponse
+	(*StreamRequest)(nil),       // 32: tierkv.kv.v1.StreamRequest
+	(*StreamBatch)(nil),         // 33: tierkv.kv.v1.StreamBatch
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	0,  // 1: tierkv.kv.v1.GetRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	0,  // 2: tierkv.kv.v1.DeleteRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	9,  // 3: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
-	12, // 4: tierkv.kv.v1.ApplyBatchRequest.mutations:type_name -> tierkv.kv.v1.Mutation
-	12, // 5: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
-	12, // 6: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
-	12, // 7: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	17, // 8: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	17, // 9: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
-	17, // 10: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
-	24, // 11: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
-	12, // 12: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
-	12, // 13: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	17, // 14: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	12, // 15: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
-	1,  // 16: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
-	3,  // 17: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
-	5,  // 18: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
-	7,  // 19: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
-	13, // 20: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
-	15, // 21: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
-	10, // 22: tierkv.kv.v1.Replica.ApplyBatch:input_type -> tierkv.kv.v1.ApplyBatchRequest
-	20, // 23: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
-	22, // 24: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
-	25, // 25: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
-	27, // 26: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
-	29, // 27: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
-	31, // 28: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
-	18, // 29: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
-	2,  // 30: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
-	4,  // 31: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
-	6,  // 32: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
-	8,  // 33: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
-	14, // 34: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
-	16, // 35: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
-	11, // 36: tierkv.kv.v1.Replica.ApplyBatch:output_type -> tierkv.kv.v1.ApplyBatchResponse
-	21, // 37: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
-	23, // 38: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
-	26, // 39: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
-	28, // 40: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
-	30, // 41: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
-	32, // 42: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
-	19, // 43: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
-	30, // [30:44] is the sub-list for method output_type
-	16, // [16:30] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 4: tierkv.kv.v1.ApplyStreamRequest.mutations:type_name -> tierkv.kv.v1.Mutation
+	12, // 5: tierkv.kv.v1.ApplyStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
+	13, // 6: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
+	13, // 7: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
+	13, // 8: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	18, // 9: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	18, // 10: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
+	18, // 11: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
+	25, // 12: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
+	13, // 13: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
+	13, // 14: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	18, // 15: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	13, // 16: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
+	1,  // 17: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
+	3,  // 18: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
+	5,  // 19: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
+	7,  // 20: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
+	14, // 21: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
+	16, // 22: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
+	10, // 23: tierkv.kv.v1.Replica.ApplyStream:input_type -> tierkv.kv.v1.ApplyStreamRequest
+	21, // 24: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
+	23, // 25: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
+	26, // 26: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
+	28, // 27: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
+	30, // 28: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
+	32, // 29: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
+	19, // 30: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
+	2,  // 31: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
+	4,  // 32: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
+	6,  // 33: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
+	8,  // 34: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
+	15, // 35: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
+	17, // 36: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
+	11, // 37: tierkv.kv.v1.Replica.ApplyStream:output_type -> tierkv.kv.v1.ApplyStreamResponse
+	22, // 38: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
+	24, // 39: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
+	27, // 40: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
+	29, // 41: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
+	31, // 42: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
+	33, // 43: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
+	20, // 44: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -1926,7 +2015,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

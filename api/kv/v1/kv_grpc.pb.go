@@ -263,9 +263,9 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Replica_Apply_FullMethodName      = "/tierkv.kv.v1.Replica/Apply"
-	Replica_Read_FullMethodName       = "/tierkv.kv.v1.Replica/Read"
-	Replica_ApplyBatch_FullMethodName = "/tierkv.kv.v1.Replica/ApplyBatch"
+	Replica_Apply_FullMethodName       = "/tierkv.kv.v1.Replica/Apply"
+	Replica_Read_FullMethodName        = "/tierkv.kv.v1.Replica/Read"
+	Replica_ApplyStream_FullMethodName = "/tierkv.kv.v1.Replica/ApplyStream"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -282,11 +282,13 @@ type ReplicaClient interface {
 	// Read returns the newest version the replica holds, tombstones
 	// included.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
-	// ApplyBatch stores several mutations in one engine batch (one WAL
-	// record and sync) and returns once it is synced; all or nothing. A
-	// coordinator sends the writes that queue up for one replica while an
-	// earlier call is in flight this way.
-	ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error)
+	// ApplyStream carries a coordinator's writes to this replica on one
+	// long-lived stream. Each request is a batch of mutations with a sequence
+	// number; the replica applies the requests that have arrived while it was
+	// busy as one engine batch (one WAL record and sync) and answers each
+	// request, by its sequence number, once that batch is synced. A request
+	// is not all or nothing: a mutation the replica refuses fails alone.
+	ApplyStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ApplyStreamRequest, ApplyStreamResponse], error)
 }
 
 type replicaClient struct {
@@ -317,15 +319,18 @@ func (c *replicaClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.
 	return out, nil
 }
 
-func (c *replicaClient) ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error) {
+func (c *replicaClient) ApplyStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ApplyStreamRequest, ApplyStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ApplyBatchResponse)
-	err := c.cc.Invoke(ctx, Replica_ApplyBatch_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Replica_ServiceDesc.Streams[0], Replica_ApplyStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[ApplyStreamRequest, ApplyStreamResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_ApplyStreamClient = grpc.BidiStreamingClient[ApplyStreamRequest, ApplyStreamResponse]
 
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
@@ -341,11 +346,13 @@ type ReplicaServer interface {
 	// Read returns the newest version the replica holds, tombstones
 	// included.
 	Read(context.Context, *ReadRequest) (*ReadResponse, error)
-	// ApplyBatch stores several mutations in one engine batch (one WAL
-	// record and sync) and returns once it is synced; all or nothing. A
-	// coordinator sends the writes that queue up for one replica while an
-	// earlier call is in flight this way.
-	ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error)
+	// ApplyStream carries a coordinator's writes to this replica on one
+	// long-lived stream. Each request is a batch of mutations with a sequence
+	// number; the replica applies the requests that have arrived while it was
+	// busy as one engine batch (one WAL record and sync) and answers each
+	// request, by its sequence number, once that batch is synced. A request
+	// is not all or nothing: a mutation the replica refuses fails alone.
+	ApplyStream(grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]) error
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -362,8 +369,8 @@ func (UnimplementedReplicaServer) Apply(context.Context, *ApplyRequest) (*ApplyR
 func (UnimplementedReplicaServer) Read(context.Context, *ReadRequest) (*ReadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Read not implemented")
 }
-func (UnimplementedReplicaServer) ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ApplyBatch not implemented")
+func (UnimplementedReplicaServer) ApplyStream(grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ApplyStream not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -422,23 +429,12 @@ func _Replica_Read_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Replica_ApplyBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ApplyBatchRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ReplicaServer).ApplyBatch(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Replica_ApplyBatch_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReplicaServer).ApplyBatch(ctx, req.(*ApplyBatchRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _Replica_ApplyStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ReplicaServer).ApplyStream(&grpc.GenericServerStream[ApplyStreamRequest, ApplyStreamResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_ApplyStreamServer = grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]
 
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -455,12 +451,15 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Read",
 			Handler:    _Replica_Read_Handler,
 		},
+	},
+	Streams: []grpc.StreamDesc{
 		{
-			MethodName: "ApplyBatch",
-			Handler:    _Replica_ApplyBatch_Handler,
+			StreamName:    "ApplyStream",
+			Handler:       _Replica_ApplyStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
 	Metadata: "kv/v1/kv.proto",
 }
 
