@@ -48,7 +48,11 @@ const (
 
 type applyReq struct {
 	m    *kvv1.Mutation
-	done chan error // buffered: the sender never blocks
+	done chan<- error // buffered: the stream never blocks
+	// hint: on failure (other than bad input) the stream stores a hint for
+	// the replica (a coordinator's write; read repair and hint replay
+	// handle their failures themselves).
+	hint bool
 }
 
 // replicaStream sends the writes of this node, as coordinator, to one
@@ -98,13 +102,50 @@ func (n *Node) replicaStream(id ring.NodeID) *replicaStream {
 	return s
 }
 
+// inputError reports whether err refuses a mutation for its input, which
+// no retry or hint can change.
+func inputError(err error) bool {
+	k := errorKind(err)
+	return k == ErrInvalidArgument || k == ErrTooLarge
+}
+
+// sendWrite sends a coordinator's write m to replica id without waiting:
+// its result goes to results, and a failure (other than bad input) leaves
+// a hint. The stream bounds the wait for the answer by replica_timeout.
+func (n *Node) sendWrite(ctx context.Context, id ring.NodeID, m *kvv1.Mutation, results chan<- error) {
+	if n.tp != nil {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+			defer cancel()
+			err := n.applyUnary(rctx, id, m)
+			if err != nil && !inputError(err) {
+				n.hints.add(id, m)
+			}
+			results <- err
+		}()
+		return
+	}
+	n.replicaStream(id).enqueue(&applyReq{m: m, done: results, hint: true})
+}
+
 // applyRemote sends m to replica id and waits for its acknowledgement (or
 // ctx).
 func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation) error {
 	if n.tp != nil {
 		return n.applyUnary(ctx, id, m)
 	}
-	return n.replicaStream(id).apply(ctx, m)
+	done := make(chan error, 1)
+	n.replicaStream(id).enqueue(&applyReq{m: m, done: done})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		// The write may still land; the caller counts this replica as
+		// failed (and hints it), which is safe: replays are idempotent.
+		return fmt.Errorf("replica %s: %w", id, errorf(ErrTimeout, "%v", ctx.Err()))
+	}
 }
 
 // applyUnary sends m to replica id in a call of its own.
@@ -121,12 +162,13 @@ func (n *Node) applyUnary(ctx context.Context, id ring.NodeID, m *kvv1.Mutation)
 	return nil
 }
 
-func (s *replicaStream) apply(ctx context.Context, m *kvv1.Mutation) error {
-	r := &applyReq{m: m, done: make(chan error, 1)}
+// enqueue queues r for the sender; r.done gets its result.
+func (s *replicaStream) enqueue(r *applyReq) {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
-		return ErrClosed
+		s.finish(r, ErrClosed)
+		return
 	}
 	s.queue = append(s.queue, r)
 	if !s.started {
@@ -139,14 +181,14 @@ func (s *replicaStream) apply(ctx context.Context, m *kvv1.Mutation) error {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		// The write may still land; the caller counts this replica as
-		// failed (and hints it), which is safe: replays are idempotent.
-		return fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "%v", ctx.Err()))
+}
+
+// finish delivers r's result, storing a hint first if r asks for one.
+func (s *replicaStream) finish(r *applyReq, err error) {
+	if err != nil && r.hint && !inputError(err) {
+		s.n.hints.add(s.id, r.m)
 	}
+	r.done <- err
 }
 
 // sendLoop sends the queue until the node stops.
@@ -161,10 +203,10 @@ func (s *replicaStream) sendLoop() {
 			s.queue, s.conn = nil, nil
 			s.mu.Unlock()
 			for _, r := range queue {
-				r.done <- ErrClosed
+				s.finish(r, ErrClosed)
 			}
 			if c != nil {
-				c.fail(ErrClosed)
+				c.fail(s, ErrClosed)
 			}
 			return
 		case <-s.wake:
@@ -197,7 +239,7 @@ func (s *replicaStream) send(reqs []*applyReq) {
 	c, err := s.connect()
 	if err != nil {
 		for _, r := range reqs {
-			r.done <- err
+			s.finish(r, err)
 		}
 		return
 	}
@@ -209,16 +251,17 @@ func (s *replicaStream) send(reqs []*applyReq) {
 	seq := c.seq
 	c.mu.Lock()
 	if c.err != nil {
+		err := c.err
 		c.mu.Unlock()
 		for _, r := range reqs {
-			r.done <- c.err
+			s.finish(r, err)
 		}
 		return
 	}
 	p := &pendingRequest{reqs: reqs}
 	c.pending[seq] = p
 	p.timer = time.AfterFunc(s.n.cfg.ReplicaTimeout, func() {
-		if c.fail(fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "no answer within replica_timeout %v", s.n.cfg.ReplicaTimeout))) {
+		if c.fail(s, fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "no answer within replica_timeout %v", s.n.cfg.ReplicaTimeout))) {
 			s.n.m.streamResets.Inc()
 		}
 	})
@@ -229,7 +272,7 @@ func (s *replicaStream) send(reqs []*applyReq) {
 		// NB: Send reports io.EOF for a stream that ended; the reason
 		// comes to the receiver, which fails the stream with it first
 		// unless this does.
-		if c.fail(fmt.Errorf("replica %s: %w", s.id, fromStatus(err))) {
+		if c.fail(s, fmt.Errorf("replica %s: %w", s.id, fromStatus(err))) {
 			s.n.m.streamResets.Inc()
 		}
 	}
@@ -275,7 +318,7 @@ func (s *replicaStream) recvLoop(c *streamConn) {
 			} else {
 				err = fromStatus(err)
 			}
-			if c.fail(fmt.Errorf("replica %s: %w", s.id, err)) {
+			if c.fail(s, fmt.Errorf("replica %s: %w", s.id, err)) {
 				s.n.m.streamResets.Inc()
 			}
 			return
@@ -300,10 +343,10 @@ func (s *replicaStream) recvLoop(c *streamConn) {
 				}
 			}
 			if e == nil || e.Code == int32(codes.OK) {
-				r.done <- nil
+				s.finish(r, nil)
 				continue
 			}
-			r.done <- fmt.Errorf("replica %s: %w", s.id, fromStatus(status.Error(codes.Code(e.Code), e.Message)))
+			s.finish(r, fmt.Errorf("replica %s: %w", s.id, fromStatus(status.Error(codes.Code(e.Code), e.Message))))
 		}
 	}
 }
@@ -316,7 +359,7 @@ func (c *streamConn) broken() bool {
 
 // fail breaks the stream: its pending writes fail with err. It reports
 // whether the stream was whole until then.
-func (c *streamConn) fail(err error) bool {
+func (c *streamConn) fail(s *replicaStream, err error) bool {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -330,7 +373,7 @@ func (c *streamConn) fail(err error) bool {
 	for _, p := range pending {
 		p.timer.Stop()
 		for _, r := range p.reqs {
-			r.done <- err
+			s.finish(r, err)
 		}
 	}
 	return true
@@ -431,7 +474,7 @@ func (n *Node) applyGroup(ctx context.Context, group []*kvv1.ApplyStreamRequest)
 	if err == nil {
 		return out
 	}
-	if k := errorKind(err); (k != ErrInvalidArgument && k != ErrTooLarge) || len(all) == 1 {
+	if !inputError(err) || len(all) == 1 {
 		for i := range group {
 			if out[i] == nil {
 				out[i] = []*kvv1.ApplyError{applyError(err)}

@@ -139,31 +139,21 @@ func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, last
 		n.hints.add(id, m)
 	}
 	results := make(chan error, len(live))
-	apply := func(id ring.NodeID) {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
-		defer cancel()
-		err := n.applyTo(rctx, id, m)
-		if err != nil && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrTooLarge) {
-			n.hints.add(id, m)
-		}
-		results <- err
-	}
 	local := false
 	for _, id := range live {
 		if id == n.id {
 			local = true
 			continue
 		}
-		n.bg.Add(1)
-		go func() {
-			defer n.bg.Done()
-			apply(id)
-		}()
+		n.sendWrite(ctx, id, m, results)
 	}
 	if local {
-		// NB: in this goroutine, after the remote calls have started: no
-		// goroutine (and stack growth) for the local write.
-		apply(n.id)
+		// NB: in this goroutine, after the remote writes have gone out.
+		err := n.applyLocal(m)
+		if err != nil && !inputError(err) {
+			n.hints.add(n.id, m)
+		}
+		results <- err
 	}
 	acks, failed := 0, 0
 	var lastErr error
@@ -176,7 +166,7 @@ func (n *Node) mutate(ctx context.Context, m *kvv1.Mutation, c Consistency, last
 			}
 			failed++
 			lastErr = err
-			if k := errorKind(err); k == ErrInvalidArgument || k == ErrTooLarge {
+			if inputError(err) {
 				return 0, err
 			}
 			if len(live)-failed < need {
