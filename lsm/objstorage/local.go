@@ -43,7 +43,7 @@ func (l *local) Create(ctx context.Context, typ FileType, num uint64) (Writable,
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", tmp, err)
 	}
-	return &localWritable{l: l, f: f, tmp: tmp, final: final, bw: bufio.NewWriterSize(f, 256<<10)}, nil
+	return &localWritable{l: l, f: f, tmp: tmp, final: final, bw: bufio.NewWriterSize(vfs.NewPacedWriter(f, bytesPerSync), 256<<10)}, nil
 }
 
 // Open is part of the Provider interface.
@@ -94,6 +94,13 @@ func (l *local) List(typ FileType) ([]uint64, error) {
 	}
 	return nums, nil
 }
+
+// bytesPerSync paces the write-back of objects being written (tables and
+// blob files of flushes and compactions): see vfs.NewPacedWriter. 1 MiB is
+// Pebble's and RocksDB's order of magnitude (512 KiB and 1 MiB): small
+// enough that a WAL sync never waits behind more than a few megabytes of
+// compaction output, large enough to cost one system call per megabyte.
+const bytesPerSync = 1 << 20
 
 type localWritable struct {
 	l          *local

@@ -30,6 +30,48 @@ type File interface {
 	Preallocate(off, n int64) error
 }
 
+// RangeSyncer is implemented by files that can write a byte range back to
+// the disk ahead of Sync (Linux sync_file_range). It makes nothing durable:
+// only Sync does. Writers of large files use it to spread their write-back
+// over the write (NewPacedWriter) instead of handing the disk one burst at
+// Sync, which the WAL's syncs would queue behind.
+type RangeSyncer interface {
+	// SyncRange writes [off, off+n) back and waits until it is written.
+	SyncRange(off, n int64) error
+}
+
+// NewPacedWriter returns a writer to f that, after every bytesPerSync bytes,
+// writes the previous bytesPerSync back with RangeSyncer.SyncRange, so that
+// at most about two such chunks of f are dirty at any time. Where f is not a
+// RangeSyncer, or bytesPerSync <= 0, it returns f. A failed SyncRange is
+// ignored: the final Sync reports write-back errors.
+func NewPacedWriter(f File, bytesPerSync int64) io.Writer {
+	rs, ok := f.(RangeSyncer)
+	if !ok || bytesPerSync <= 0 {
+		return f
+	}
+	return &pacedWriter{f: f, rs: rs, every: bytesPerSync}
+}
+
+type pacedWriter struct {
+	f      File
+	rs     RangeSyncer
+	every  int64
+	off    int64 // bytes written
+	synced int64 // bytes written back by SyncRange
+}
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	// Write back the chunk before the one being filled.
+	for w.off-w.synced >= 2*w.every {
+		_ = w.rs.SyncRange(w.synced, w.every)
+		w.synced += w.every
+	}
+	return n, err
+}
+
 // FS is a file system. Names are slash- or OS-separated paths; the engine
 // builds them with PathJoin.
 type FS interface {
