@@ -49,6 +49,10 @@ type DB struct {
 	cache    *cache.Cache
 	lock     io.Closer
 	limiter  *rate.Limiter
+	gc       *gcPacer
+	// l0Tables is the number of L0 tables of the current version (for
+	// the pacer, which must not take mu).
+	l0Tables atomic.Int64
 
 	tableStats sstable.Stats
 	m          counters
@@ -163,6 +167,7 @@ func Open(dirname string, opts *Options) (_ *DB, err error) {
 		limit = rate.Limit(opts.CompactionRate)
 	}
 	d.limiter = rate.NewLimiter(limit, compactionBurst)
+	d.gc = newGCPacer(d)
 
 	if err := d.fs.MkdirAll(dirname, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: create %s: %w", dirname, err)
@@ -280,6 +285,7 @@ func (d *DB) recover() error {
 		blobs[m.FileNum] = b
 	}
 	d.mu.current = newVersion(v, tables, blobs)
+	d.l0Tables.Store(int64(len(v.Levels[0])))
 
 	// Replay WAL segments at or after logNum, in order, flushing to L0. A
 	// segment may already carry its blob name if a crash came between its
@@ -406,6 +412,7 @@ func (d *DB) recover() error {
 	}
 	old := d.mu.current
 	d.mu.current = newVersion(nv, tables, blobs)
+	d.l0Tables.Store(int64(len(nv.Levels[0])))
 	old.unref(d)
 	d.updateReadStateLocked()
 	if err := d.rotateManifest(nv, newLog); err != nil {
@@ -713,6 +720,7 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, newBlob
 	d.mu.Lock()
 	old := d.mu.current
 	d.mu.current = next
+	d.l0Tables.Store(int64(len(nv.Levels[0])))
 	if install != nil {
 		install()
 	}

@@ -58,7 +58,7 @@ func (d *DB) newBlobOutput(limited bool) (*blobOutput, error) {
 		return nil, fmt.Errorf("lsm: create blob file %s: %w", num, err)
 	}
 	if limited {
-		wr = &limitedWritable{Writable: wr, d: d}
+		wr = &limitedWritable{Writable: wr, d: d, gc: true}
 	}
 	return &blobOutput{num: num, w: blob.NewWriter(wr, num)}, nil
 }
@@ -376,6 +376,9 @@ func closeAll(tables []*table, blobs []*blobFile) {
 type limitedWritable struct {
 	objstorage.Writable
 	d *DB
+	// gc: the output holds values a compaction copies, paced by d.gc too
+	// (gcpace.go).
+	gc bool
 }
 
 // compactionBurst is the largest chunk a compaction writes at once; the
@@ -387,6 +390,11 @@ func (w *limitedWritable) Write(p []byte) error {
 		n := min(len(p), compactionBurst)
 		if err := w.d.limiter.WaitN(w.d.closingCtx(), n); err != nil {
 			return fmt.Errorf("lsm: compaction throttle: %w", err)
+		}
+		if w.gc {
+			if err := w.d.gc.wait(n); err != nil {
+				return fmt.Errorf("lsm: blob rewrite pacing: %w", err)
+			}
 		}
 		if err := w.Writable.Write(p[:n]); err != nil {
 			return err

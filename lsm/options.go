@@ -155,6 +155,14 @@ type Options struct {
 	// must be unreferenced before compactions copy its live values into a
 	// new blob file, reclaiming the space. Default 0.5.
 	BlobGarbageRatio float64
+	// BlobRewritePacing and BlobRewriteMinRate pace the value bytes that
+	// compactions copy (blob garbage collection, gcpace.go) to
+	// max(BlobRewriteMinRate, BlobRewritePacing × the recent foreground
+	// write rate), unpaced while L0 holds 2 × L0CompactionThreshold
+	// tables. Defaults 2 and 16 MiB/s; a negative BlobRewritePacing turns
+	// pacing off. CompactionRate, if set, applies as well.
+	BlobRewritePacing  float64
+	BlobRewriteMinRate int64
 
 	// BlockSize is the target uncompressed size of table data blocks.
 	// Default 4 KiB.
@@ -254,6 +262,12 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.BlobGarbageRatio == 0 {
 		o.BlobGarbageRatio = 0.5 // space amplification of blob files stays below 2x
 	}
+	if o.BlobRewritePacing == 0 {
+		o.BlobRewritePacing = 2 // the copying needs at most 1x at BlobGarbageRatio 0.5; 2x leaves headroom
+	}
+	if o.BlobRewriteMinRate == 0 {
+		o.BlobRewriteMinRate = 16 << 20 // an idle DB still reclaims 1 GiB a minute
+	}
 	if o.BlockSize == 0 {
 		o.BlockSize = 4 << 10
 	}
@@ -301,6 +315,7 @@ func (o *Options) Validate() error {
 	check(o.Compression >= NoCompression && o.Compression <= ZstdCompression, "unknown Compression %d", o.Compression)
 	check(o.CompactionRate >= 0, "CompactionRate %d is negative", o.CompactionRate)
 	check(o.BlobGarbageRatio > 0 && o.BlobGarbageRatio < 1, "BlobGarbageRatio %v is not in (0, 1)", o.BlobGarbageRatio)
+	check(o.BlobRewriteMinRate > 0, "BlobRewriteMinRate %d is not positive", o.BlobRewriteMinRate)
 	check(o.BlockSize >= 256, "BlockSize %d is below 256", o.BlockSize)
 	check(o.MaxKeySize > 0 && o.MaxKeySize <= 1<<20, "MaxKeySize %d is not in (0, 1 MiB]", o.MaxKeySize)
 	check(o.MaxValueSize > 0 && o.MaxValueSize <= 256<<20, "MaxValueSize %d is not in (0, 256 MiB]", o.MaxValueSize)
