@@ -18,30 +18,31 @@ type tierkvDev struct {
 
 // startTierkvDev starts `bin dev` with three nodes on base ports chosen
 // free, waits until it prints that the cluster is ready, and returns the HTTP
-// endpoints.
-func startTierkvDev(ctx context.Context, bin string) (*tierkvDev, string, error) {
+// and gRPC endpoints.
+func startTierkvDev(ctx context.Context, bin string) (_ *tierkvDev, httpEPs, grpcEPs string, _ error) {
 	dir, err := os.MkdirTemp("", "clusterbench-tierkv-")
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	base, err := freeBase()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	cmd := exec.Command(bin, "dev", "-dir", dir, "-base-port", fmt.Sprint(base), "-log-level", "error")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(dir + ".log")
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s dev: %w", bin, err)
+		return nil, "", "", fmt.Errorf("start %s dev: %w", bin, err)
 	}
 	d := &tierkvDev{cmd: cmd, dir: dir}
-	var eps []string
+	var hs, gs []string
 	for i := 0; i < 3; i++ {
-		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", base+i))
+		hs = append(hs, fmt.Sprintf("127.0.0.1:%d", base+i))
+		gs = append(gs, fmt.Sprintf("127.0.0.1:%d", base+1000+i))
 	}
 	// NB: /healthz answers as soon as a node serves, before the ring has
 	// settled (a node still JOINING makes QUORUM need three replicas);
@@ -55,11 +56,11 @@ func startTierkvDev(ctx context.Context, bin string) (*tierkvDev, string, error)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			d.Close()
-			return nil, "", fmt.Errorf("tierkv dev not ready within 60s (log: %s.log)", dir)
+			return nil, "", "", fmt.Errorf("tierkv dev not ready within 60s (log: %s.log)", dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return d, strings.Join(eps, ","), nil
+	return d, strings.Join(hs, ","), strings.Join(gs, ","), nil
 }
 
 // freeBase finds a base port p such that p..p+2, p+1000.., p+2000.. look

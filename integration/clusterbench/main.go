@@ -11,7 +11,7 @@
 //
 // Run it with `make bench-cluster`, or:
 //
-//	cd integration/clusterbench && go run . -tierkv-endpoints 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083
+//	cd integration/clusterbench && go run . -tierkv-endpoints 127.0.0.1:9081,127.0.0.1:9082,127.0.0.1:9083
 //
 // The etcd cluster is started by the benchmark (Debian's etcd-server,
 // /usr/bin/etcd) on free loopback ports with temporary data directories and
@@ -40,7 +40,8 @@ func main() {
 	flag.IntVar(&cfg.valueSize, "value-size", cfg.valueSize, "value size in bytes (random, incompressible)")
 	flag.IntVar(&cfg.keys, "keys", cfg.keys, "key space: puts overwrite and gets read keys in [0, keys)")
 	flag.StringVar(&cfg.etcdBin, "etcd", cfg.etcdBin, "etcd server binary (Debian package etcd-server)")
-	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "HTTP endpoints (host:port) of a running three-node tierkv cluster; requests are spread over them")
+	flag.StringVar(&cfg.tierkvAPI, "tierkv-api", cfg.tierkvAPI, "how the load reaches tierkv: grpc (the Go client, like etcd's) or http")
+	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "endpoints (host:port) of a running three-node tierkv cluster for -tierkv-api (gRPC or HTTP addresses); requests are spread over them")
 	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
 	flag.Parse()
@@ -59,13 +60,14 @@ type config struct {
 	duration          time.Duration
 	valueSize, keys   int
 	etcdBin           string
+	tierkvAPI         string
 	tierkvEndpoints   string
 	tierkvBin         string
 	progress          time.Duration
 }
 
 func defaultConfig() config {
-	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second}
+	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second, tierkvAPI: "grpc"}
 }
 
 func (c config) clientCounts() ([]int, error) {

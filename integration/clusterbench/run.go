@@ -52,6 +52,7 @@ func run(ctx context.Context, cfg config) error {
 		value[i] = byte(rand.Uint32())
 	}
 	fmt.Printf("# clusterbench: %d-byte values, %d keys, clients %v, %v per workload\n", cfg.valueSize, cfg.keys, counts, cfg.duration)
+	fmt.Printf("# tierkv is reached through its %s API\n", cfg.tierkvAPI)
 	fmt.Printf("# tierkv is compared at QUORUM with etcd's defaults (linearizable reads; writes committed by a raft majority, each fsync'd)\n")
 	var results []*result
 	for _, name := range strings.Split(cfg.systems, ",") {
@@ -64,17 +65,28 @@ func run(ctx context.Context, cfg config) error {
 			endpoints := cfg.tierkvEndpoints
 			if cfg.tierkvBin != "" {
 				fmt.Fprintln(os.Stderr, "starting tierkv dev (three nodes)")
-				dev, eps, err := startTierkvDev(ctx, cfg.tierkvBin)
+				dev, httpEPs, grpcEPs, err := startTierkvDev(ctx, cfg.tierkvBin)
 				if err != nil {
 					return err
 				}
 				defer dev.Close()
-				endpoints = eps
+				endpoints = grpcEPs
+				if cfg.tierkvAPI == "http" {
+					endpoints = httpEPs
+				}
 			}
 			if endpoints == "" {
 				return fmt.Errorf("tierkv: give -tierkv-bin or -tierkv-endpoints")
 			}
-			sys, err = newTierkvHTTP(endpoints, strings.Split(cfg.tierkvLevels, ","))
+			levels := strings.Split(cfg.tierkvLevels, ",")
+			switch cfg.tierkvAPI {
+			case "grpc":
+				sys, err = newTierkvGRPC(endpoints, levels)
+			case "http":
+				sys, err = newTierkvHTTP(endpoints, levels)
+			default:
+				return fmt.Errorf("bad -tierkv-api %q: grpc or http", cfg.tierkvAPI)
+			}
 		default:
 			return fmt.Errorf("unknown system %q", name)
 		}
@@ -153,6 +165,7 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 	var errOnce sync.Once
 	wctx, cancel := context.WithTimeout(ctx, cfg.duration)
 	defer cancel()
+	deadline, _ := wctx.Deadline()
 	stopProgress := progress(cfg, sys.Name(), fmt.Sprintf("%s %s c=%d", op, orDefault(cons), clients), &ops)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -171,7 +184,10 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 				} else {
 					_, err = sys.Get(wctx, c, k, cons)
 				}
-				if wctx.Err() != nil {
+				// NB: a call's own deadline timer can fire before wctx's:
+				// anything that ends at the deadline is cut off, not an
+				// error.
+				if wctx.Err() != nil || !time.Now().Before(deadline) {
 					return // cut off by the end of the workload: not counted
 				}
 				if err != nil {
