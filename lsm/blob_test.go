@@ -97,11 +97,16 @@ func TestBlobGarbageCollected(t *testing.T) {
 	}
 	check()
 	before := db.BlobFiles()
+	rewritten := db.Metrics().BlobRewriteBytes
 	if err := db.Compact(); err != nil {
 		t.Fatal(err)
 	}
 	check()
 	m = db.Metrics()
+	// The live quarter of B (25 values) was copied.
+	if got, want := m.BlobRewriteBytes-rewritten, 25*uint64(len(val(0, 2))); got < want {
+		t.Fatalf("BlobRewriteBytes grew by %d, want at least %d", got, want)
+	}
 	if m.BlobFiles != blobFilesOnDisk(t, fs) {
 		t.Fatalf("%d blob files in the version, %d on disk", m.BlobFiles, blobFilesOnDisk(t, fs))
 	}

@@ -491,6 +491,7 @@ func (d *DB) runCompaction(c *compaction) error {
 
 func (d *DB) finishCompaction(info CompactionInfo, start time.Time, created []TableInfo) {
 	d.m.compactions.Add(1)
+	d.m.blobRewritten.Add(info.BlobBytesRewritten)
 	info.Duration = d.opts.Clock.Now().Sub(start)
 	if f := d.opts.EventListener.TableCreated; f != nil {
 		for _, ti := range created {

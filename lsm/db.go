@@ -127,6 +127,7 @@ type counters struct {
 	walSyncs        atomic.Uint64 // from closed WAL segments
 	walRecords      atomic.Uint64
 	walBytes        atomic.Uint64
+	blobRewritten   atomic.Uint64
 }
 
 const (

@@ -3,6 +3,8 @@ package lsm
 import (
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/tierkv/tierkv/lsm/internal/manifest"
 )
 
@@ -66,6 +68,13 @@ type Metrics struct {
 	WALSyncs   uint64
 	WALRecords uint64
 	WALBytes   uint64
+
+	// BlobRewriteBytes counts the value bytes compactions copied out of
+	// blob files that were mostly garbage. BlobRewriteLimit is the pacing
+	// limit on such copies now, in bytes per second (gcpace.go); 0 means
+	// unpaced.
+	BlobRewriteBytes uint64
+	BlobRewriteLimit float64
 }
 
 // BlockCacheHitRatio returns hits / (hits + misses), or 0.
@@ -119,6 +128,10 @@ func (d *DB) Metrics() Metrics {
 	m.WALSyncs += d.m.walSyncs.Load()
 	m.WALRecords += d.m.walRecords.Load()
 	m.WALBytes += d.m.walBytes.Load()
+	m.BlobRewriteBytes = d.m.blobRewritten.Load()
+	if l := d.gc.limit(); l != rate.Inf {
+		m.BlobRewriteLimit = float64(l)
+	}
 	m.Compactions = d.m.compactions.Load()
 	m.CompactionBytesIn = d.m.compactBytesIn.Load()
 	m.CompactionBytesOut = d.m.compactBytesOut.Load()

@@ -280,6 +280,8 @@ func TestMetrics(t *testing.T) {
 		`tierkv_gossip_phi{peer="n2"}`, "tierkv_gossip_convergence_seconds", "tierkv_read_repairs_total",
 		`tierkv_replica_reads_total{kind="digest"}`, "tierkv_read_speculative_retries_total", "tierkv_read_digest_mismatches_total",
 		"tierkv_wal_syncs_total", "tierkv_wal_records_total", "tierkv_wal_bytes_total",
+		"tierkv_flushes_total", "tierkv_compactions_total", "tierkv_compaction_written_bytes_total",
+		"tierkv_blob_rewrite_bytes_total", "tierkv_blob_rewrite_limit_bytes_per_second",
 	} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %s", name)

@@ -147,6 +147,11 @@ var (
 	descWALRecords     = prometheus.NewDesc("tierkv_wal_records_total", "Records (engine batches) written to the write-ahead log.", nil, nil)
 	descWALBytes       = prometheus.NewDesc("tierkv_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
 	descStalls         = prometheus.NewDesc("tierkv_write_stalls_total", "Writes that waited for flushes or compactions.", nil, nil)
+	descFlushes        = prometheus.NewDesc("tierkv_flushes_total", "Memtable flushes.", nil, nil)
+	descCompactions    = prometheus.NewDesc("tierkv_compactions_total", "Compactions (including blob rewrites).", nil, nil)
+	descCompactBytes   = prometheus.NewDesc("tierkv_compaction_written_bytes_total", "Bytes compactions wrote (tables and blob files).", nil, nil)
+	descBlobRewrite    = prometheus.NewDesc("tierkv_blob_rewrite_bytes_total", "Value bytes compactions copied out of blob files that were mostly garbage.", nil, nil)
+	descBlobRewriteLim = prometheus.NewDesc("tierkv_blob_rewrite_limit_bytes_per_second", "Current pacing limit on blob rewrites (0: unpaced, while L0 backs up or with pacing off).", nil, nil)
 	descPhi            = prometheus.NewDesc("tierkv_gossip_phi", "Phi accrual suspicion of each peer (Down above 8).", []string{"peer"}, nil)
 	descDown           = prometheus.NewDesc("tierkv_gossip_members_down", "Members the failure detector considers down.", nil, nil)
 	descMembers        = prometheus.NewDesc("tierkv_gossip_members", "Members by gossiped state.", []string{"state"}, nil)
@@ -167,7 +172,7 @@ var (
 // Describe is part of the prometheus.Collector interface.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHintsPending, descHintsBytes, descHintsDelivered, descHintsDropped,
-		descBacklog, descDisk, descStalls, descWALSyncs, descWALRecords, descWALBytes, descPhi, descDown, descMembers, descConvergence,
+		descBacklog, descDisk, descStalls, descFlushes, descCompactions, descCompactBytes, descBlobRewrite, descBlobRewriteLim, descWALSyncs, descWALRecords, descWALBytes, descPhi, descDown, descMembers, descConvergence,
 		descObjects, descUpBytes, descUploads, descUpFailures, descUpPending, descFbUpBytes, descDownBytes, descGets,
 		descRemoteReads, descCacheHits, descCacheMisses, descCacheSize, descFbReads, descHedged, descFbBytes,
 		descBackups, descBackupFailures, descGCDeleted, descHydrated,
@@ -217,6 +222,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGCDeleted, tm.GCDeleted)
 	counter(descHydrated, tm.HydratedBytes)
 	ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(em.WriteStalls))
+	counter(descFlushes, em.Flushes)
+	counter(descCompactions, em.Compactions)
+	counter(descCompactBytes, em.CompactionBytesOut)
+	counter(descBlobRewrite, em.BlobRewriteBytes)
+	gauge(descBlobRewriteLim, em.BlobRewriteLimit)
 	ch <- prometheus.MustNewConstMetric(descWALSyncs, prometheus.CounterValue, float64(em.WALSyncs))
 	ch <- prometheus.MustNewConstMetric(descWALRecords, prometheus.CounterValue, float64(em.WALRecords))
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.CounterValue, float64(em.WALBytes))
