@@ -50,9 +50,6 @@ type DB struct {
 	lock     io.Closer
 	limiter  *rate.Limiter
 	gc       *gcPacer
-	// l0Tables is the number of L0 tables of the current version (for
-	// the pacer, which must not take mu).
-	l0Tables atomic.Int64
 
 	tableStats sstable.Stats
 	m          counters
@@ -286,7 +283,6 @@ func (d *DB) recover() error {
 		blobs[m.FileNum] = b
 	}
 	d.mu.current = newVersion(v, tables, blobs)
-	d.l0Tables.Store(int64(len(v.Levels[0])))
 
 	// Replay WAL segments at or after logNum, in order, flushing to L0. A
 	// segment may already carry its blob name if a crash came between its
@@ -413,7 +409,6 @@ func (d *DB) recover() error {
 	}
 	old := d.mu.current
 	d.mu.current = newVersion(nv, tables, blobs)
-	d.l0Tables.Store(int64(len(nv.Levels[0])))
 	old.unref(d)
 	d.updateReadStateLocked()
 	if err := d.rotateManifest(nv, newLog); err != nil {
@@ -721,7 +716,6 @@ func (d *DB) logAndApply(edit *manifest.VersionEdit, newTables []*table, newBlob
 	d.mu.Lock()
 	old := d.mu.current
 	d.mu.current = next
-	d.l0Tables.Store(int64(len(nv.Levels[0])))
 	if install != nil {
 		install()
 	}

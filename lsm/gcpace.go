@@ -42,19 +42,27 @@ type gcPacer struct {
 // gcPaceInterval is how often the pacer re-measures the foreground rate.
 const gcPaceInterval = 250 * time.Millisecond
 
+// newGCPacer returns d's pacer; wait sets its limiter's limit before use.
 func newGCPacer(d *DB) *gcPacer {
 	p := &gcPacer{d: d, limiter: rate.NewLimiter(rate.Inf, compactionBurst)}
-	if d.opts.BlobRewritePacing > 0 {
-		p.limiter.SetLimit(rate.Limit(d.opts.BlobRewriteMinRate))
-	}
 	p.mu.last = d.opts.Clock.Now()
 	return p
+}
+
+// l0Tables returns the number of L0 tables of the current version.
+func (p *gcPacer) l0Tables() int {
+	p.d.mu.Lock()
+	defer p.d.mu.Unlock()
+	if p.d.mu.current == nil {
+		return 0 // closed
+	}
+	return len(p.d.mu.current.v.Levels[0])
 }
 
 // limit returns the current limit in bytes/s (rate.Inf: none).
 func (p *gcPacer) limit() rate.Limit {
 	o := p.d.opts
-	if o.BlobRewritePacing <= 0 || p.d.l0Tables.Load() >= int64(2*o.L0CompactionThreshold) {
+	if o.BlobRewritePacing <= 0 || p.l0Tables() >= 2*o.L0CompactionThreshold {
 		return rate.Inf
 	}
 	p.mu.Lock()

@@ -1,6 +1,8 @@
 package lsm
 
 import (
+	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -48,11 +50,23 @@ func TestGCPacerLimit(t *testing.T) {
 		t.Fatalf("limit after the load stopped %v, want the floor", l)
 	}
 	// L0 backed up: no limit, so the compaction that drains it is not held.
-	d.l0Tables.Store(int64(2 * opts.L0CompactionThreshold))
-	if l := p.limit(); l != rate.Inf {
-		t.Fatalf("limit with L0 backed up %v, want none", l)
+	for i := range 2 * opts.L0CompactionThreshold {
+		if err := d.Set([]byte(fmt.Sprintf("k%d", i)), []byte("v"), uint64(i+1), NoSync); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if l := p.limit(); (i+1 < 2*opts.L0CompactionThreshold) != (l != rate.Inf) {
+			t.Fatalf("limit with %d L0 tables is %v", i+1, l)
+		}
 	}
-	d.l0Tables.Store(0)
+	if err := d.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if l := p.limit(); l != rate.Limit(1<<20) {
+		t.Fatalf("limit once L0 is compacted %v, want the floor", l)
+	}
 	d.opts.BlobRewritePacing = -1
 	if l := p.limit(); l != rate.Inf {
 		t.Fatalf("limit with pacing off %v, want none", l)
@@ -65,5 +79,64 @@ func TestOptionsBlobRewriteMinRate(t *testing.T) {
 	opts.BlobRewriteMinRate = -1
 	if _, err := Open("db", opts); err == nil {
 		t.Fatal("Open accepted BlobRewriteMinRate -1")
+	}
+}
+
+// TestBlobRewriteIsPaced checks that the values a compaction copies out of
+// a mostly-garbage blob file go through the pacer: at a 1 MiB/s floor, a
+// rewrite of 1.5 MiB takes at least a second (the limiter's 256 KiB burst
+// aside). Unpaced it takes milliseconds. NB: a lower bound on time only;
+// a loaded machine makes it slower, never faster.
+func TestBlobRewriteIsPaced(t *testing.T) {
+	opts := smallOptions(vfs.NewMemFS(), Leveled, newManualClock())
+	opts.DisableAutomaticCompactions = true
+	opts.MemTableSize = 16 << 20
+	opts.WALPreallocateSize = 0
+	opts.BlobRewriteMinRate = 1 << 20
+	d, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	value := func(k, gen int) []byte { return bytes.Repeat([]byte{byte(k), byte(gen)}, 5<<10) } // 10 KiB
+	put := func(k, gen int) {
+		if err := d.Set([]byte(fmt.Sprintf("k%04d", k)), value(k, gen), uint64(gen*1000+k), NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 400 values in one blob file, then 250 of them overwritten: the file
+	// is 62.5% garbage and 150 values (1.5 MiB) are live.
+	for k := range 400 {
+		put(k, 1)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 250 {
+		put(k, 2)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Metrics().BlobRewriteBytes
+	start := time.Now()
+	if err := d.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	if got := d.Metrics().BlobRewriteBytes - before; got < 150*10<<10 {
+		t.Fatalf("compaction rewrote %d value bytes, want the 1.5 MiB still live", got)
+	}
+	if elapsed < time.Second {
+		t.Fatalf("rewriting 1.5 MiB at a 1 MiB/s pace took %v: not paced", elapsed)
+	}
+	for k := range 400 {
+		gen := 1
+		if k < 250 {
+			gen = 2
+		}
+		if v, _, err := d.Get([]byte(fmt.Sprintf("k%04d", k))); err != nil || !bytes.Equal(v, value(k, gen)) {
+			t.Fatalf("k%04d after the rewrite: err %v", k, err)
+		}
 	}
 }

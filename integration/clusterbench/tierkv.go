@@ -27,15 +27,24 @@ func newTierkvHTTP(endpoints string, levels []string) (*tierkvHTTP, error) {
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 	}}
-	for _, e := range strings.Split(endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			t.endpoints = append(t.endpoints, "http://"+strings.TrimPrefix(e, "http://"))
-		}
+	for _, e := range splitEndpoints(endpoints) {
+		t.endpoints = append(t.endpoints, "http://"+strings.TrimPrefix(e, "http://"))
 	}
 	if len(t.endpoints) == 0 {
 		return nil, errors.New("no tierkv endpoints")
 	}
 	return t, nil
+}
+
+// splitEndpoints splits a comma-separated -tierkv-endpoints list.
+func splitEndpoints(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (t *tierkvHTTP) Name() string            { return "tierkv" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 
+	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
 	"github.com/tierkv/tierkv/client"
 )
 
@@ -16,13 +17,7 @@ type tierkvGRPC struct {
 }
 
 func newTierkvGRPC(endpoints string, levels []string) (*tierkvGRPC, error) {
-	var addrs []string
-	for _, e := range strings.Split(endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			addrs = append(addrs, e)
-		}
-	}
-	c, err := client.New(addrs, nil)
+	c, err := client.New(splitEndpoints(endpoints), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -32,16 +27,10 @@ func newTierkvGRPC(endpoints string, levels []string) (*tierkvGRPC, error) {
 func (t *tierkvGRPC) Name() string            { return "tierkv" }
 func (t *tierkvGRPC) Consistencies() []string { return t.levels }
 
+// level maps a -tierkv-levels name to the client's level through the
+// protobuf enum's names (ONE, QUORUM, ALL); others are the default.
 func level(s string) client.Consistency {
-	switch strings.ToUpper(s) {
-	case "ONE":
-		return client.One
-	case "QUORUM":
-		return client.Quorum
-	case "ALL":
-		return client.All
-	}
-	return client.Default
+	return client.Consistency(kvv1.Consistency_value[strings.ToUpper(s)])
 }
 
 func (t *tierkvGRPC) Put(ctx context.Context, _ int, key string, value []byte, consistency string) error {

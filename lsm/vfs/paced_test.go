@@ -85,8 +85,9 @@ func TestPacedWriterPassThrough(t *testing.T) {
 	if w := NewPacedWriter(mf, 1<<20); w != mf {
 		t.Fatalf("a MemFS file (no SyncRange) got wrapped: %T", w)
 	}
-	if w := NewPacedWriter(&rangeFile{File: mf}, 0); w == nil {
-		t.Fatal("nil writer")
+	rf := &rangeFile{File: mf}
+	if w := NewPacedWriter(rf, 0); w != rf {
+		t.Fatalf("bytesPerSync 0 wrapped the file: %T", w)
 	}
 }
 
