@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,28 +13,14 @@ import (
 	"github.com/tierkv/tierkv/ring"
 )
 
-// Replica writes travel on one long-lived gRPC stream per (coordinator,
-// replica) pair, Replica.ApplyStream, instead of a call per write: a
-// stream message costs a DATA frame each way, where a unary call also
-// costs a new HTTP/2 stream, its header and trailer frames and a server
-// goroutine. Both ends batch only what queues while they are busy. The
-// coordinator's sender sends what has queued since its last send as one
-// request (an idle coordinator sends each write alone, at once); the
-// replica applies the requests that arrived during its last engine write
-// as one batch (one WAL record, one sync) and answers each by its sequence
-// number. A request that stays unanswered for replica_timeout breaks its
-// stream: the writes still pending on it fail (their coordinators hint
-// them) and the next write opens a new one.
-//
-// With tracing on, every replica write is a unary Apply call instead, so
-// that each has its own span (otelgrpc).
+// Replica writes travel on a pipe (pipe.go) per replica, on
+// Replica.ApplyStream. The replica applies the requests that arrived during
+// its last engine write as one batch (one WAL record, one sync) and answers
+// each by its sequence number. A write that fails on its stream (the stream
+// broke, or the replica refused it for other reasons than its input) is
+// hinted, and its coordinator counts the replica as failed.
 
 const (
-	// maxStreamRequest and maxStreamRequestBytes bound one request of a
-	// coordinator (a request holds at least one mutation; the message bound
-	// is key and value bounds plus 4 MiB).
-	maxStreamRequest      = 128
-	maxStreamRequestBytes = 2 << 20
 	// maxApplyGroupBytes bounds the requests a replica applies as one
 	// engine batch.
 	maxApplyGroupBytes = 8 << 20
@@ -55,51 +39,72 @@ type applyReq struct {
 	hint bool
 }
 
-// replicaStream sends the writes of this node, as coordinator, to one
-// replica.
-type replicaStream struct {
+// writes is the pipe of writes to replica id.
+func (n *Node) writes(id ring.NodeID) *pipe[*applyReq] {
+	return n.writePipes.get(n, id, func() pipeKind[*applyReq] { return writeKind{n: n, id: id} })
+}
+
+// writeKind is the pipeKind of writes to replica id.
+type writeKind struct {
 	n  *Node
 	id ring.NodeID
-
-	wake chan struct{} // capacity 1: the sender has work
-
-	mu      sync.Mutex
-	queue   []*applyReq
-	started bool // the sender runs
-	stopped bool // the sender has stopped (the node is closing)
-	conn    *streamConn
 }
 
-// streamConn is one ApplyStream and the requests sent on it that await
-// their answer.
-type streamConn struct {
-	st     kvv1.Replica_ApplyStreamClient
-	cancel context.CancelFunc
-	seq    uint64 // the last sequence number sent (the sender's)
+func (writeKind) name() string { return "write" }
 
-	mu      sync.Mutex
-	pending map[uint64]*pendingRequest
-	err     error // non-nil once the stream is broken
-}
-
-type pendingRequest struct {
-	reqs  []*applyReq
-	timer *time.Timer
-}
-
-// replicaStream returns the stream of replica id.
-func (n *Node) replicaStream(id ring.NodeID) *replicaStream {
-	n.streams.Lock()
-	defer n.streams.Unlock()
-	if n.streams.m == nil {
-		n.streams.m = map[ring.NodeID]*replicaStream{}
+func (k writeKind) open(ctx context.Context, rc kvv1.ReplicaClient) (pipeStream[*applyReq], error) {
+	st, err := rc.ApplyStream(ctx)
+	if err != nil {
+		return nil, err
 	}
-	s, ok := n.streams.m[id]
-	if !ok {
-		s = &replicaStream{n: n, id: id, wake: make(chan struct{}, 1)}
-		n.streams.m[id] = s
+	return writeStream{k: k, st: st}, nil
+}
+
+func (writeKind) size(r *applyReq) int { return len(r.m.Key) + len(r.m.Value) }
+
+// finish delivers r's result, storing a hint first if r asks for one.
+func (k writeKind) finish(r *applyReq, err error) {
+	if err != nil && r.hint && !inputError(err) {
+		k.n.hints.add(k.id, r.m)
 	}
-	return s
+	r.done <- err
+}
+
+func (k writeKind) sent(c int) {
+	k.n.m.writeMessages.Inc()
+	k.n.m.remoteWrites.Add(float64(c))
+}
+
+func (k writeKind) broke() { k.n.m.streamResets.Inc() }
+
+type writeStream struct {
+	k  writeKind
+	st kvv1.Replica_ApplyStreamClient
+}
+
+func (s writeStream) send(seq uint64, reqs []*applyReq) error {
+	ms := make([]*kvv1.Mutation, len(reqs))
+	for i, r := range reqs {
+		ms[i] = r.m
+	}
+	return s.st.Send(&kvv1.ApplyStreamRequest{Seq: seq, Mutations: ms})
+}
+
+func (s writeStream) recv() (uint64, func([]*applyReq), error) {
+	resp, err := s.st.Recv()
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.Seq, func(reqs []*applyReq) {
+		for i, r := range reqs {
+			e := answerError(resp.Errors, i)
+			if e == nil || e.Code == int32(codes.OK) {
+				s.k.finish(r, nil)
+				continue
+			}
+			s.k.finish(r, fmt.Errorf("replica %s: %w", s.k.id, fromStatus(status.Error(codes.Code(e.Code), e.Message))))
+		}
+	}, nil
 }
 
 // inputError reports whether err refuses a mutation for its input, which
@@ -127,7 +132,7 @@ func (n *Node) sendWrite(ctx context.Context, id ring.NodeID, m *kvv1.Mutation, 
 		}()
 		return
 	}
-	n.replicaStream(id).enqueue(&applyReq{m: m, done: results, hint: true})
+	n.writes(id).enqueue(&applyReq{m: m, done: results, hint: true})
 }
 
 // applyRemote sends m to replica id and waits for its acknowledgement (or
@@ -137,7 +142,7 @@ func (n *Node) applyRemote(ctx context.Context, id ring.NodeID, m *kvv1.Mutation
 		return n.applyUnary(ctx, id, m)
 	}
 	done := make(chan error, 1)
-	n.replicaStream(id).enqueue(&applyReq{m: m, done: done})
+	n.writes(id).enqueue(&applyReq{m: m, done: done})
 	select {
 	case err := <-done:
 		return err
@@ -160,223 +165,6 @@ func (n *Node) applyUnary(ctx context.Context, id ring.NodeID, m *kvv1.Mutation)
 		return fmt.Errorf("replica %s: %w", id, fromStatus(err))
 	}
 	return nil
-}
-
-// enqueue queues r for the sender; r.done gets its result.
-func (s *replicaStream) enqueue(r *applyReq) {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		s.finish(r, ErrClosed)
-		return
-	}
-	s.queue = append(s.queue, r)
-	if !s.started {
-		s.started = true
-		s.n.bg.Add(1)
-		go s.sendLoop()
-	}
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// finish delivers r's result, storing a hint first if r asks for one.
-func (s *replicaStream) finish(r *applyReq, err error) {
-	if err != nil && r.hint && !inputError(err) {
-		s.n.hints.add(s.id, r.m)
-	}
-	r.done <- err
-}
-
-// sendLoop sends the queue until the node stops.
-func (s *replicaStream) sendLoop() {
-	defer s.n.bg.Done()
-	for {
-		select {
-		case <-s.n.stop:
-			s.mu.Lock()
-			s.stopped = true
-			queue, c := s.queue, s.conn
-			s.queue, s.conn = nil, nil
-			s.mu.Unlock()
-			for _, r := range queue {
-				s.finish(r, ErrClosed)
-			}
-			if c != nil {
-				c.fail(s, ErrClosed)
-			}
-			return
-		case <-s.wake:
-		}
-		for {
-			reqs := s.take()
-			if len(reqs) == 0 {
-				break
-			}
-			s.send(reqs)
-		}
-	}
-}
-
-// take removes one request's worth of writes from the queue.
-func (s *replicaStream) take() []*applyReq {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, size := 0, 0
-	for k < len(s.queue) && k < maxStreamRequest && (k == 0 || size < maxStreamRequestBytes) {
-		size += len(s.queue[k].m.Key) + len(s.queue[k].m.Value)
-		k++
-	}
-	reqs := s.queue[:k:k]
-	s.queue = s.queue[k:]
-	return reqs
-}
-
-func (s *replicaStream) send(reqs []*applyReq) {
-	c, err := s.connect()
-	if err != nil {
-		for _, r := range reqs {
-			s.finish(r, err)
-		}
-		return
-	}
-	ms := make([]*kvv1.Mutation, len(reqs))
-	for i, r := range reqs {
-		ms[i] = r.m
-	}
-	c.seq++
-	seq := c.seq
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		for _, r := range reqs {
-			s.finish(r, err)
-		}
-		return
-	}
-	p := &pendingRequest{reqs: reqs}
-	c.pending[seq] = p
-	p.timer = time.AfterFunc(s.n.cfg.ReplicaTimeout, func() {
-		if c.fail(s, fmt.Errorf("replica %s: %w", s.id, errorf(ErrTimeout, "no answer within replica_timeout %v", s.n.cfg.ReplicaTimeout))) {
-			s.n.m.streamResets.Inc()
-		}
-	})
-	c.mu.Unlock()
-	s.n.m.writeMessages.Inc()
-	s.n.m.remoteWrites.Add(float64(len(reqs)))
-	if err := c.st.Send(&kvv1.ApplyStreamRequest{Seq: seq, Mutations: ms}); err != nil {
-		// NB: Send reports io.EOF for a stream that ended; the reason
-		// comes to the receiver, which fails the stream with it first
-		// unless this does.
-		if c.fail(s, fmt.Errorf("replica %s: %w", s.id, fromStatus(err))) {
-			s.n.m.streamResets.Inc()
-		}
-	}
-}
-
-// connect returns the open stream, or opens one.
-func (s *replicaStream) connect() (*streamConn, error) {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c != nil && !c.broken() {
-		return c, nil
-	}
-	rc, err := s.n.peer(s.id)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := rc.ApplyStream(ctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("replica %s: %w", s.id, fromStatus(err))
-	}
-	c = &streamConn{st: st, cancel: cancel, pending: map[uint64]*pendingRequest{}}
-	s.mu.Lock()
-	s.conn = c
-	s.mu.Unlock()
-	s.n.bg.Add(1)
-	go func() {
-		defer s.n.bg.Done()
-		s.recvLoop(c)
-	}()
-	return c, nil
-}
-
-// recvLoop delivers the replica's answers until the stream ends.
-func (s *replicaStream) recvLoop(c *streamConn) {
-	for {
-		resp, err := c.st.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = errorf(ErrUnavailable, "the replica closed the write stream")
-			} else {
-				err = fromStatus(err)
-			}
-			if c.fail(s, fmt.Errorf("replica %s: %w", s.id, err)) {
-				s.n.m.streamResets.Inc()
-			}
-			return
-		}
-		c.mu.Lock()
-		p := c.pending[resp.Seq]
-		delete(c.pending, resp.Seq)
-		c.mu.Unlock()
-		if p == nil {
-			continue // failed already
-		}
-		p.timer.Stop()
-		for i, r := range p.reqs {
-			var e *kvv1.ApplyError
-			switch len(resp.Errors) {
-			case 0:
-			case 1:
-				e = resp.Errors[0]
-			default:
-				if i < len(resp.Errors) {
-					e = resp.Errors[i]
-				}
-			}
-			if e == nil || e.Code == int32(codes.OK) {
-				s.finish(r, nil)
-				continue
-			}
-			s.finish(r, fmt.Errorf("replica %s: %w", s.id, fromStatus(status.Error(codes.Code(e.Code), e.Message))))
-		}
-	}
-}
-
-func (c *streamConn) broken() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err != nil
-}
-
-// fail breaks the stream: its pending writes fail with err. It reports
-// whether the stream was whole until then.
-func (c *streamConn) fail(s *replicaStream, err error) bool {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return false
-	}
-	c.err = err
-	pending := c.pending
-	c.pending = nil
-	c.mu.Unlock()
-	c.cancel()
-	for _, p := range pending {
-		p.timer.Stop()
-		for _, r := range p.reqs {
-			s.finish(r, err)
-		}
-	}
-	return true
 }
 
 // ApplyStream is part of the kvv1.ReplicaServer interface: it applies the

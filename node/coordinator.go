@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -254,26 +253,19 @@ func (n *Node) readLocal(key []byte, digest bool) (*kvv1.Mutation, error) {
 }
 
 func (n *Node) readFrom(ctx context.Context, id ring.NodeID, key []byte, digest bool) (*kvv1.Mutation, error) {
+	n.countRead(digest)
+	if id == n.id {
+		return n.readLocal(key, digest)
+	}
+	return n.readRemote(ctx, id, key, digest)
+}
+
+func (n *Node) countRead(digest bool) {
 	if digest {
 		n.m.digestReads.Inc()
 	} else {
 		n.m.dataReads.Inc()
 	}
-	if id == n.id {
-		return n.readLocal(key, digest)
-	}
-	rc, err := n.peer(id)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := rc.Read(ctx, &kvv1.ReadRequest{Key: key, Digest: digest})
-	if err != nil {
-		return nil, fmt.Errorf("replica %s: %w", id, fromStatus(err))
-	}
-	if !resp.Found {
-		return nil, nil
-	}
-	return resp.Mutation, nil
 }
 
 type readResult struct {
@@ -402,6 +394,11 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 		}
 		if id == n.id {
 			local, localDigest = true, digest
+			return
+		}
+		if n.tp == nil {
+			n.countRead(digest)
+			n.reads(id).enqueue(&readReq{key: key, digest: digest, done: results})
 			return
 		}
 		n.bg.Add(1)

@@ -29,8 +29,11 @@ type metrics struct {
 	// newest version came in a digest; speculativeReads the replicas asked
 	// because another was slow.
 	dataReads, digestReads prometheus.Counter
-	digestMismatches       prometheus.Counter
-	speculativeReads       prometheus.Counter
+	// readMessages counts the messages carrying reads to remote replicas;
+	// readStreamResets the read streams that broke.
+	readMessages, readStreamResets prometheus.Counter
+	digestMismatches               prometheus.Counter
+	speculativeReads               prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -77,7 +80,16 @@ func newMetrics(n *Node) *metrics {
 		Name: "tierkv_replica_stream_applied_writes_total",
 		Help: "Writes in those batches; applied_writes_total / applies_total is the replica's batching.",
 	})
-	n.reg.MustRegister(m.writeMessages, m.remoteWrites, m.streamResets, m.streamApplies, m.streamApplied)
+	m.readMessages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_read_messages_total",
+		Help: "Messages carrying reads to remote replicas (read stream requests, or unary calls with tracing on); compared with tierkv_replica_reads_total it is the coordinator's batching.",
+	})
+	m.readStreamResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tierkv_replica_read_stream_resets_total",
+		Help: "Read streams to remote replicas that broke (error, replica gone, or no answer within replica_timeout); their pending reads failed over to other replicas.",
+	})
+	n.reg.MustRegister(m.writeMessages, m.remoteWrites, m.streamResets, m.streamApplies, m.streamApplied,
+		m.readMessages, m.readStreamResets)
 	replicaReads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tierkv_replica_reads_total",
 		Help: "Replica reads sent by this coordinator (this node's own included): data (the value) or digest (the version alone).",

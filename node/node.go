@@ -73,12 +73,11 @@ type Node struct {
 	// ranges with their other replicas (repair.go).
 	ae      *antientropy.Local
 	aeSched *antientropy.Scheduler
-	// streams carry the writes to each remote replica (batcher.go).
-	streams struct {
-		sync.Mutex
-		m map[ring.NodeID]*replicaStream
-	}
-	// drain is closed when Close begins: replica write streams end.
+	// writePipes and readPipes carry the writes and reads to each remote
+	// replica (pipe.go).
+	writePipes pipes[*applyReq]
+	readPipes  pipes[*readReq]
+	// drain is closed when Close begins: replica streams end.
 	drain chan struct{}
 	// ringViews caches the read and future views of the ring (placement.go).
 	ringViews atomic.Pointer[ringViews]

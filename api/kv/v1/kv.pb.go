@@ -597,6 +597,123 @@ func (x *Member) GetUp() bool {
 	return false
 }
 
+type ReadStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Reads         []*ReadRequest         `protobuf:"bytes,2,rep,name=reads,proto3" json:"reads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadStreamRequest) Reset() {
+	*x = ReadStreamRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadStreamRequest) ProtoMessage() {}
+
+func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
+func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReadStreamRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReadStreamRequest) GetReads() []*ReadRequest {
+	if x != nil {
+		return x.Reads
+	}
+	return nil
+}
+
+type ReadStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// reads holds one answer per read of the request, in its order (an
+	// empty answer for a read that failed).
+	Reads []*ReadResponse `protobuf:"bytes,2,rep,name=reads,proto3" json:"reads,omitempty"`
+	// errors is empty when every read succeeded; else it holds one error for
+	// all of them, or one per read (in the request's order; code 0 for a read
+	// that succeeded).
+	Errors        []*ApplyError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadStreamResponse) Reset() {
+	*x = ReadStreamResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadStreamResponse) ProtoMessage() {}
+
+func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
+func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReadStreamResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReadStreamResponse) GetReads() []*ReadResponse {
+	if x != nil {
+		return x.Reads
+	}
+	return nil
+}
+
+func (x *ReadStreamResponse) GetErrors() []*ApplyError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
 type ApplyStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -607,7 +724,7 @@ type ApplyStreamRequest struct {
 
 func (x *ApplyStreamRequest) Reset() {
 	*x = ApplyStreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +736,7 @@ func (x *ApplyStreamRequest) String() string {
 func (*ApplyStreamRequest) ProtoMessage() {}
 
 func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +749,7 @@ func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamRequest.ProtoReflect.Descriptor instead.
 func (*ApplyStreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyStreamRequest) GetSeq() uint64 {
@@ -662,7 +779,7 @@ type ApplyStreamResponse struct {
 
 func (x *ApplyStreamResponse) Reset() {
 	*x = ApplyStreamResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +791,7 @@ func (x *ApplyStreamResponse) String() string {
 func (*ApplyStreamResponse) ProtoMessage() {}
 
 func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +804,7 @@ func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamResponse.ProtoReflect.Descriptor instead.
 func (*ApplyStreamResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyStreamResponse) GetSeq() uint64 {
@@ -716,7 +833,7 @@ type ApplyError struct {
 
 func (x *ApplyError) Reset() {
 	*x = ApplyError{}
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +845,7 @@ func (x *ApplyError) String() string {
 func (*ApplyError) ProtoMessage() {}
 
 func (x *ApplyError) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +858,7 @@ func (x *ApplyError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyError.ProtoReflect.Descriptor instead.
 func (*ApplyError) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyError) GetCode() int32 {
@@ -770,7 +887,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +899,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +912,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Mutation) GetKey() []byte {
@@ -835,7 +952,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +964,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +977,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyRequest) GetMutation() *Mutation {
@@ -878,7 +995,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1007,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1020,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
 }
 
 type ReadRequest struct {
@@ -920,7 +1037,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1049,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1062,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadRequest) GetKey() []byte {
@@ -973,7 +1090,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1102,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1115,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadResponse) GetFound() bool {
@@ -1027,7 +1144,7 @@ type TokenRange struct {
 
 func (x *TokenRange) Reset() {
 	*x = TokenRange{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1156,7 @@ func (x *TokenRange) String() string {
 func (*TokenRange) ProtoMessage() {}
 
 func (x *TokenRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1169,7 @@ func (x *TokenRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRange.ProtoReflect.Descriptor instead.
 func (*TokenRange) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TokenRange) GetStart() uint64 {
@@ -1078,7 +1195,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1207,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1220,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IngestRequest) GetEntries() []*Mutation {
@@ -1121,7 +1238,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1250,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1263,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 type PrepareRequest struct {
@@ -1159,7 +1276,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1288,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1301,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PrepareRequest) GetRanges() []*TokenRange {
@@ -1210,7 +1327,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1339,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1352,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PrepareResponse) GetRoots() []uint64 {
@@ -1255,7 +1372,7 @@ type HashesRequest struct {
 
 func (x *HashesRequest) Reset() {
 	*x = HashesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1384,7 @@ func (x *HashesRequest) String() string {
 func (*HashesRequest) ProtoMessage() {}
 
 func (x *HashesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1397,7 @@ func (x *HashesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesRequest.ProtoReflect.Descriptor instead.
 func (*HashesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HashesRequest) GetRange() *TokenRange {
@@ -1306,7 +1423,7 @@ type HashesResponse struct {
 
 func (x *HashesResponse) Reset() {
 	*x = HashesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1435,7 @@ func (x *HashesResponse) String() string {
 func (*HashesResponse) ProtoMessage() {}
 
 func (x *HashesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1448,7 @@ func (x *HashesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesResponse.ProtoReflect.Descriptor instead.
 func (*HashesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HashesResponse) GetHashes() []uint64 {
@@ -1351,7 +1468,7 @@ type LeafSet struct {
 
 func (x *LeafSet) Reset() {
 	*x = LeafSet{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1480,7 @@ func (x *LeafSet) String() string {
 func (*LeafSet) ProtoMessage() {}
 
 func (x *LeafSet) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1493,7 @@ func (x *LeafSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafSet.ProtoReflect.Descriptor instead.
 func (*LeafSet) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeafSet) GetRange() *TokenRange {
@@ -1403,7 +1520,7 @@ type LeafDigestsRequest struct {
 
 func (x *LeafDigestsRequest) Reset() {
 	*x = LeafDigestsRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1532,7 @@ func (x *LeafDigestsRequest) String() string {
 func (*LeafDigestsRequest) ProtoMessage() {}
 
 func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1545,7 @@ func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsRequest.ProtoReflect.Descriptor instead.
 func (*LeafDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LeafDigestsRequest) GetDepth() uint32 {
@@ -1455,7 +1572,7 @@ type LeafDigestsResponse struct {
 
 func (x *LeafDigestsResponse) Reset() {
 	*x = LeafDigestsResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1584,7 @@ func (x *LeafDigestsResponse) String() string {
 func (*LeafDigestsResponse) ProtoMessage() {}
 
 func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1597,7 @@ func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsResponse.ProtoReflect.Descriptor instead.
 func (*LeafDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LeafDigestsResponse) GetDigests() []byte {
@@ -1499,7 +1616,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1628,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1641,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FetchRequest) GetKeys() [][]byte {
@@ -1544,7 +1661,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1673,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1686,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FetchResponse) GetEntries() []*Mutation {
@@ -1595,7 +1712,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1724,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1737,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PushRequest) GetEntries() []*Mutation {
@@ -1638,7 +1755,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1767,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1780,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 type StreamRequest struct {
@@ -1680,7 +1797,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1809,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1822,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StreamRequest) GetRanges() []*TokenRange {
@@ -1738,7 +1855,7 @@ type StreamBatch struct {
 
 func (x *StreamBatch) Reset() {
 	*x = StreamBatch{}
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1867,7 @@ func (x *StreamBatch) String() string {
 func (*StreamBatch) ProtoMessage() {}
 
 func (x *StreamBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1880,7 @@ func (x *StreamBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatch.ProtoReflect.Descriptor instead.
 func (*StreamBatch) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StreamBatch) GetEntries() []*Mutation {
@@ -1811,7 +1928,14 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06tokens\x18\x04 \x03(\x04R\x06tokens\x12\x1b\n" +
 	"\tgrpc_addr\x18\x05 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x06 \x01(\tR\bhttpAddr\x12\x0e\n" +
-	"\x02up\x18\a \x01(\bR\x02up\"\\\n" +
+	"\x02up\x18\a \x01(\bR\x02up\"V\n" +
+	"\x11ReadStreamRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
+	"\x05reads\x18\x02 \x03(\v2\x19.tierkv.kv.v1.ReadRequestR\x05reads\"\x8a\x01\n" +
+	"\x12ReadStreamResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x120\n" +
+	"\x05reads\x18\x02 \x03(\v2\x1a.tierkv.kv.v1.ReadResponseR\x05reads\x120\n" +
+	"\x06errors\x18\x03 \x03(\v2\x18.tierkv.kv.v1.ApplyErrorR\x06errors\"\\\n" +
 	"\x12ApplyStreamRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x124\n" +
 	"\tmutations\x18\x02 \x03(\v2\x16.tierkv.kv.v1.MutationR\tmutations\"Y\n" +
@@ -1887,11 +2011,13 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03Put\x12\x18.tierkv.kv.v1.PutRequest\x1a\x19.tierkv.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.tierkv.kv.v1.GetRequest\x1a\x19.tierkv.kv.v1.GetResponse\x12C\n" +
 	"\x06Delete\x12\x1b.tierkv.kv.v1.DeleteRequest\x1a\x1c.tierkv.kv.v1.DeleteResponse\x12I\n" +
-	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\xe2\x01\n" +
+	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\xb7\x02\n" +
 	"\aReplica\x12@\n" +
 	"\x05Apply\x12\x1a.tierkv.kv.v1.ApplyRequest\x1a\x1b.tierkv.kv.v1.ApplyResponse\x12=\n" +
 	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse\x12V\n" +
-	"\vApplyStream\x12 .tierkv.kv.v1.ApplyStreamRequest\x1a!.tierkv.kv.v1.ApplyStreamResponse(\x010\x012\xf3\x03\n" +
+	"\vApplyStream\x12 .tierkv.kv.v1.ApplyStreamRequest\x1a!.tierkv.kv.v1.ApplyStreamResponse(\x010\x01\x12S\n" +
+	"\n" +
+	"ReadStream\x12\x1f.tierkv.kv.v1.ReadStreamRequest\x1a .tierkv.kv.v1.ReadStreamResponse(\x010\x012\xf3\x03\n" +
 	"\x06Repair\x12F\n" +
 	"\aPrepare\x12\x1c.tierkv.kv.v1.PrepareRequest\x1a\x1d.tierkv.kv.v1.PrepareResponse\x12C\n" +
 	"\x06Hashes\x12\x1b.tierkv.kv.v1.HashesRequest\x1a\x1c.tierkv.kv.v1.HashesResponse\x12R\n" +
@@ -1914,7 +2040,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),            // 0: tierkv.kv.v1.Consistency
 	(*PutRequest)(nil),          // 1: tierkv.kv.v1.PutRequest
@@ -1926,82 +2052,89 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*TopologyRequest)(nil),     // 7: tierkv.kv.v1.TopologyRequest
 	(*TopologyResponse)(nil),    // 8: tierkv.kv.v1.TopologyResponse
 	(*Member)(nil),              // 9: tierkv.kv.v1.Member
-	(*ApplyStreamRequest)(nil),  // 10: tierkv.kv.v1.ApplyStreamRequest
-	(*ApplyStreamResponse)(nil), // 11: tierkv.kv.v1.ApplyStreamResponse
-	(*ApplyError)(nil),          // 12: tierkv.kv.v1.ApplyError
-	(*Mutation)(nil),            // 13: tierkv.kv.v1.Mutation
-	(*ApplyRequest)(nil),        // 14: tierkv.kv.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 15: tierkv.kv.v1.ApplyResponse
-	(*ReadRequest)(nil),         // 16: tierkv.kv.v1.ReadRequest
-	(*ReadResponse)(nil),        // 17: tierkv.kv.v1.ReadResponse
-	(*TokenRange)(nil),          // 18: tierkv.kv.v1.TokenRange
-	(*IngestRequest)(nil),       // 19: tierkv.kv.v1.IngestRequest
-	(*IngestResponse)(nil),      // 20: tierkv.kv.v1.IngestResponse
-	(*PrepareRequest)(nil),      // 21: tierkv.kv.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 22: tierkv.kv.v1.PrepareResponse
-	(*HashesRequest)(nil),       // 23: tierkv.kv.v1.HashesRequest
-	(*HashesResponse)(nil),      // 24: tierkv.kv.v1.HashesResponse
-	(*LeafSet)(nil),             // 25: tierkv.kv.v1.LeafSet
-	(*LeafDigestsRequest)(nil),  // 26: tierkv.kv.v1.LeafDigestsRequest
-	(*LeafDigestsResponse)(nil), // 27: tierkv.kv.v1.LeafDigestsResponse
-	(*FetchRequest)(nil),        // 28: tierkv.kv.v1.FetchRequest
-	(*FetchResponse)(nil),       // 29: tierkv.kv.v1.FetchResponse
-	(*PushRequest)(nil),         // 30: tierkv.kv.v1.PushRequest
-	(*PushResponse)(nil),        // 31: tierkv.kv.v1.PushResponse
-	(*StreamRequest)(nil),       // 32: tierkv.kv.v1.StreamRequest
-	(*StreamBatch)(nil),         // 33: tierkv.kv.v1.StreamBatch
+	(*ReadStreamRequest)(nil),   // 10: tierkv.kv.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),  // 11: tierkv.kv.v1.ReadStreamResponse
+	(*ApplyStreamRequest)(nil),  // 12: tierkv.kv.v1.ApplyStreamRequest
+	(*ApplyStreamResponse)(nil), // 13: tierkv.kv.v1.ApplyStreamResponse
+	(*ApplyError)(nil),          // 14: tierkv.kv.v1.ApplyError
+	(*Mutation)(nil),            // 15: tierkv.kv.v1.Mutation
+	(*ApplyRequest)(nil),        // 16: tierkv.kv.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 17: tierkv.kv.v1.ApplyResponse
+	(*ReadRequest)(nil),         // 18: tierkv.kv.v1.ReadRequest
+	(*ReadResponse)(nil),        // 19: tierkv.kv.v1.ReadResponse
+	(*TokenRange)(nil),          // 20: tierkv.kv.v1.TokenRange
+	(*IngestRequest)(nil),       // 21: tierkv.kv.v1.IngestRequest
+	(*IngestResponse)(nil),      // 22: tierkv.kv.v1.IngestResponse
+	(*PrepareRequest)(nil),      // 23: tierkv.kv.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 24: tierkv.kv.v1.PrepareResponse
+	(*HashesRequest)(nil),       // 25: tierkv.kv.v1.HashesRequest
+	(*HashesResponse)(nil),      // 26: tierkv.kv.v1.HashesResponse
+	(*LeafSet)(nil),             // 27: tierkv.kv.v1.LeafSet
+	(*LeafDigestsRequest)(nil),  // 28: tierkv.kv.v1.LeafDigestsRequest
+	(*LeafDigestsResponse)(nil), // 29: tierkv.kv.v1.LeafDigestsResponse
+	(*FetchRequest)(nil),        // 30: tierkv.kv.v1.FetchRequest
+	(*FetchResponse)(nil),       // 31: tierkv.kv.v1.FetchResponse
+	(*PushRequest)(nil),         // 32: tierkv.kv.v1.PushRequest
+	(*PushResponse)(nil),        // 33: tierkv.kv.v1.PushResponse
+	(*StreamRequest)(nil),       // 34: tierkv.kv.v1.StreamRequest
+	(*StreamBatch)(nil),         // 35: tierkv.kv.v1.StreamBatch
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	0,  // 1: tierkv.kv.v1.GetRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	0,  // 2: tierkv.kv.v1.DeleteRequest.consistency:type_name -> tierkv.kv.v1.Consistency
 	9,  // 3: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
-	13, // 4: tierkv.kv.v1.ApplyStreamRequest.mutations:type_name -> tierkv.kv.v1.Mutation
-	12, // 5: tierkv.kv.v1.ApplyStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
-	13, // 6: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
-	13, // 7: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
-	13, // 8: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	18, // 9: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	18, // 10: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
-	18, // 11: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
-	25, // 12: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
-	13, // 13: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
-	13, // 14: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	18, // 15: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	13, // 16: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
-	1,  // 17: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
-	3,  // 18: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
-	5,  // 19: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
-	7,  // 20: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
-	14, // 21: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
-	16, // 22: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
-	10, // 23: tierkv.kv.v1.Replica.ApplyStream:input_type -> tierkv.kv.v1.ApplyStreamRequest
-	21, // 24: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
-	23, // 25: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
-	26, // 26: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
-	28, // 27: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
-	30, // 28: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
-	32, // 29: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
-	19, // 30: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
-	2,  // 31: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
-	4,  // 32: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
-	6,  // 33: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
-	8,  // 34: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
-	15, // 35: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
-	17, // 36: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
-	11, // 37: tierkv.kv.v1.Replica.ApplyStream:output_type -> tierkv.kv.v1.ApplyStreamResponse
-	22, // 38: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
-	24, // 39: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
-	27, // 40: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
-	29, // 41: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
-	31, // 42: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
-	33, // 43: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
-	20, // 44: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 4: tierkv.kv.v1.ReadStreamRequest.reads:type_name -> tierkv.kv.v1.ReadRequest
+	19, // 5: tierkv.kv.v1.ReadStreamResponse.reads:type_name -> tierkv.kv.v1.ReadResponse
+	14, // 6: tierkv.kv.v1.ReadStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
+	15, // 7: tierkv.kv.v1.ApplyStreamRequest.mutations:type_name -> tierkv.kv.v1.Mutation
+	14, // 8: tierkv.kv.v1.ApplyStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
+	15, // 9: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
+	15, // 10: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
+	15, // 11: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	20, // 12: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	20, // 13: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
+	20, // 14: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
+	27, // 15: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
+	15, // 16: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
+	15, // 17: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	20, // 18: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	15, // 19: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
+	1,  // 20: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
+	3,  // 21: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
+	5,  // 22: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
+	7,  // 23: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
+	16, // 24: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
+	18, // 25: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
+	12, // 26: tierkv.kv.v1.Replica.ApplyStream:input_type -> tierkv.kv.v1.ApplyStreamRequest
+	10, // 27: tierkv.kv.v1.Replica.ReadStream:input_type -> tierkv.kv.v1.ReadStreamRequest
+	23, // 28: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
+	25, // 29: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
+	28, // 30: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
+	30, // 31: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
+	32, // 32: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
+	34, // 33: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
+	21, // 34: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
+	2,  // 35: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
+	4,  // 36: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
+	6,  // 37: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
+	8,  // 38: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
+	17, // 39: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
+	19, // 40: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
+	13, // 41: tierkv.kv.v1.Replica.ApplyStream:output_type -> tierkv.kv.v1.ApplyStreamResponse
+	11, // 42: tierkv.kv.v1.Replica.ReadStream:output_type -> tierkv.kv.v1.ReadStreamResponse
+	24, // 43: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
+	26, // 44: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
+	29, // 45: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
+	31, // 46: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
+	33, // 47: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
+	35, // 48: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
+	22, // 49: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
+	35, // [35:50] is the sub-list for method output_type
+	20, // [20:35] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -2015,7 +2148,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

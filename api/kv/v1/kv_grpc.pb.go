@@ -266,6 +266,7 @@ const (
 	Replica_Apply_FullMethodName       = "/tierkv.kv.v1.Replica/Apply"
 	Replica_Read_FullMethodName        = "/tierkv.kv.v1.Replica/Read"
 	Replica_ApplyStream_FullMethodName = "/tierkv.kv.v1.Replica/ApplyStream"
+	Replica_ReadStream_FullMethodName  = "/tierkv.kv.v1.Replica/ReadStream"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -289,6 +290,12 @@ type ReplicaClient interface {
 	// request, by its sequence number, once that batch is synced. A request
 	// is not all or nothing: a mutation the replica refuses fails alone.
 	ApplyStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ApplyStreamRequest, ApplyStreamResponse], error)
+	// ReadStream carries a coordinator's reads of this replica on one
+	// long-lived stream. Each request is a batch of reads with a sequence
+	// number; the replica answers each request, by its sequence number, once
+	// all its reads are done. Requests are served concurrently, so answers
+	// may come in any order.
+	ReadStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadStreamRequest, ReadStreamResponse], error)
 }
 
 type replicaClient struct {
@@ -332,6 +339,19 @@ func (c *replicaClient) ApplyStream(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Replica_ApplyStreamClient = grpc.BidiStreamingClient[ApplyStreamRequest, ApplyStreamResponse]
 
+func (c *replicaClient) ReadStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadStreamRequest, ReadStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Replica_ServiceDesc.Streams[1], Replica_ReadStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadStreamRequest, ReadStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_ReadStreamClient = grpc.BidiStreamingClient[ReadStreamRequest, ReadStreamResponse]
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -353,6 +373,12 @@ type ReplicaServer interface {
 	// request, by its sequence number, once that batch is synced. A request
 	// is not all or nothing: a mutation the replica refuses fails alone.
 	ApplyStream(grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]) error
+	// ReadStream carries a coordinator's reads of this replica on one
+	// long-lived stream. Each request is a batch of reads with a sequence
+	// number; the replica answers each request, by its sequence number, once
+	// all its reads are done. Requests are served concurrently, so answers
+	// may come in any order.
+	ReadStream(grpc.BidiStreamingServer[ReadStreamRequest, ReadStreamResponse]) error
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -371,6 +397,9 @@ func (UnimplementedReplicaServer) Read(context.Context, *ReadRequest) (*ReadResp
 }
 func (UnimplementedReplicaServer) ApplyStream(grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method ApplyStream not implemented")
+}
+func (UnimplementedReplicaServer) ReadStream(grpc.BidiStreamingServer[ReadStreamRequest, ReadStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadStream not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -436,6 +465,13 @@ func _Replica_ApplyStream_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Replica_ApplyStreamServer = grpc.BidiStreamingServer[ApplyStreamRequest, ApplyStreamResponse]
 
+func _Replica_ReadStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ReplicaServer).ReadStream(&grpc.GenericServerStream[ReadStreamRequest, ReadStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_ReadStreamServer = grpc.BidiStreamingServer[ReadStreamRequest, ReadStreamResponse]
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -456,6 +492,12 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ApplyStream",
 			Handler:       _Replica_ApplyStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadStream",
+			Handler:       _Replica_ReadStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
