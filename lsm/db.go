@@ -589,6 +589,7 @@ func (d *DB) walOptions() wal.Options {
 		PreallocateSize: d.opts.WALPreallocateSize,
 		MaxPendingBytes: d.opts.WALMaxPendingBytes,
 		Logger:          d.opts.Logger,
+		OnSync:          d.opts.EventListener.WALSync,
 	}
 }
 

@@ -69,6 +69,10 @@ type EventListener struct {
 	// WriteStallBegin and WriteStallEnd bracket a write stall.
 	WriteStallBegin func(reason string)
 	WriteStallEnd   func()
+	// WALSync is called after each sync of the write-ahead log with how
+	// long it took (one per group commit; the WAL's writer goroutine runs
+	// it, so it must be quick).
+	WALSync func(time.Duration)
 	// BackgroundError is called when a flush or compaction fails.
 	BackgroundError func(error)
 }

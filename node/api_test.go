@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -282,10 +283,15 @@ func TestMetrics(t *testing.T) {
 		"tierkv_wal_syncs_total", "tierkv_wal_records_total", "tierkv_wal_bytes_total",
 		"tierkv_flushes_total", "tierkv_compactions_total", "tierkv_compaction_written_bytes_total",
 		"tierkv_blob_rewrite_bytes_total", "tierkv_blob_rewrite_limit_bytes_per_second",
+		"tierkv_replica_read_messages_total", "tierkv_replica_read_stream_resets_total",
 	} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+	// The writes above waited for WAL syncs, each timed.
+	if m := regexp.MustCompile(`(?m)^tierkv_wal_sync_duration_seconds_count (\d+)$`).FindSubmatch(body); m == nil || string(m[1]) == "0" {
+		t.Errorf("/metrics: tierkv_wal_sync_duration_seconds_count = %q after acknowledged writes", m)
 	}
 	problems, err := promlint.New(bytes.NewReader(body)).Lint()
 	if err != nil {

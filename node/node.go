@@ -77,6 +77,8 @@ type Node struct {
 	// replica (pipe.go).
 	writePipes pipes[*applyReq]
 	readPipes  pipes[*readReq]
+	// walSync times the engine's WAL syncs (metrics.go).
+	walSync prometheus.Histogram
 	// drain is closed when Close begins: replica streams end.
 	drain chan struct{}
 	// ringViews caches the read and future views of the ring (placement.go).
@@ -275,6 +277,12 @@ func Open(cfg *Config) (_ *Node, err error) {
 		eo.MemTableSize = c.MemTableSize
 	}
 	eo.TombstoneGracePeriod = c.TombstoneGracePeriod
+	n.walSync = newWALSyncHistogram()
+	if prev := eo.EventListener.WALSync; prev != nil {
+		eo.EventListener.WALSync = func(d time.Duration) { n.walSync.Observe(d.Seconds()); prev(d) }
+	} else {
+		eo.EventListener.WALSync = func(d time.Duration) { n.walSync.Observe(d.Seconds()) }
+	}
 	if n.db, err = lsm.Open(engineDir, &eo); err != nil {
 		return nil, fmt.Errorf("node: open engine: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
 	"github.com/tierkv/tierkv/lsm/vfs"
@@ -48,6 +49,9 @@ type Options struct {
 	// Logger receives the Writer's log messages. The default discards
 	// them.
 	Logger *slog.Logger
+	// OnSync, if set, is called by the flusher after each successful
+	// sync with how long the sync took.
+	OnSync func(time.Duration)
 }
 
 // EnsureDefaults replaces zero fields of o with their defaults.
@@ -112,6 +116,7 @@ type Writer struct {
 	logNum uint32
 	f      vfs.File
 	logger *slog.Logger
+	onSync func(time.Duration)
 	// maxPending is Options.MaxPendingBytes.
 	maxPending int
 	// maxSpareCap is the capacity above which a written buffer is dropped
@@ -236,6 +241,7 @@ func finishCreate(opts Options, num base.FileNum, path string, f vfs.File) (*Wri
 		logNum:      uint32(num),
 		f:           f,
 		logger:      opts.Logger,
+		onSync:      opts.OnSync,
 		maxPending:  opts.MaxPendingBytes,
 		maxSpareCap: max(2*opts.MaxPendingBytes, 1<<20),
 		flusherDone: make(chan struct{}),
@@ -431,12 +437,16 @@ func (w *Writer) write(data []byte, doSync bool) error {
 		}
 	}
 	if doSync {
+		start := time.Now()
 		if err := w.f.Sync(); err != nil {
 			w.logger.Error("wal: sync failed; the log is failed for good",
 				"file", w.path, "err", err)
 			return fmt.Errorf("wal: sync %s: %w", w.path, err)
 		}
 		w.stats.syncs.Add(1)
+		if w.onSync != nil {
+			w.onSync(time.Since(start))
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -626,5 +627,33 @@ func crashOnce(t *testing.T, seed uint64) {
 	if err != nil || len(again) != len(got) || res2.TornTail || res2.ValidSize != res.ValidSize {
 		t.Fatalf("seed %d: second replay: %d records, %+v, %v; first %d, %+v",
 			seed, len(again), res2, err, len(got), res)
+	}
+}
+
+// TestOnSync: OnSync sees every sync, and only syncs.
+func TestOnSync(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var calls atomic.Int64
+	w, err := Create(Options{FS: vfs.Default, Dir: t.TempDir(), PreallocateSize: 1 << 20,
+		OnSync: func(d time.Duration) {
+			if d <= 0 {
+				t.Errorf("sync of %v", d)
+			}
+			calls.Add(1)
+		}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := w.Append([]byte("record"), i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := w.Stats()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st.Syncs == 0 || uint64(calls.Load()) < st.Syncs {
+		t.Fatalf("OnSync called %d times for %d syncs", calls.Load(), st.Syncs)
 	}
 }
