@@ -37,8 +37,9 @@ type metrics struct {
 }
 
 // newWALSyncHistogram is the engine's WAL sync latency (etcd's
-// etcd_disk_wal_fsync_duration_seconds). It exists before the engine
-// opens, and so before the node's other metrics.
+// etcd_disk_wal_fsync_duration_seconds). The node makes it first: the
+// engine opens before the other metrics exist (a replacement opens it
+// after).
 func newWALSyncHistogram() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tierkv_wal_sync_duration_seconds",

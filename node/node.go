@@ -182,6 +182,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 
 	n := &Node{
 		cfg:       c,
+		walSync:   newWALSyncHistogram(),
 		log:       c.Logger.With("node", c.ID),
 		id:        ring.NodeID(c.ID),
 		hlc:       NewHLC(c.Clock, 0), // the clock id is set by join
@@ -277,7 +278,6 @@ func Open(cfg *Config) (_ *Node, err error) {
 		eo.MemTableSize = c.MemTableSize
 	}
 	eo.TombstoneGracePeriod = c.TombstoneGracePeriod
-	n.walSync = newWALSyncHistogram()
 	if prev := eo.EventListener.WALSync; prev != nil {
 		eo.EventListener.WALSync = func(d time.Duration) { n.walSync.Observe(d.Seconds()); prev(d) }
 	} else {

@@ -23,7 +23,7 @@ import (
 const (
 	// readStreamWorkers is how many requests of one read stream a replica
 	// serves at once before it starts a goroutine per request.
-	readStreamWorkers = 4
+	readStreamWorkers = 16
 )
 
 type readReq struct {
