@@ -200,6 +200,12 @@ func (p *pipe[R]) send(reqs []R) {
 	m := &pendingMessage[R]{reqs: reqs}
 	c.pending[seq] = m
 	m.timer = time.AfterFunc(p.n.cfg.ReplicaTimeout, func() {
+		c.mu.Lock()
+		answered := c.pending[seq] != m
+		c.mu.Unlock()
+		if answered { // the answer came as the timer fired
+			return
+		}
 		c.fail(p, fmt.Errorf("replica %s: %w", p.id, errorf(ErrTimeout, "no answer within replica_timeout %v", p.n.cfg.ReplicaTimeout)))
 	})
 	c.mu.Unlock()

@@ -53,7 +53,14 @@ func (k readKind) open(ctx context.Context, rc kvv1.ReplicaClient) (pipeStream[*
 	return readStream{k: k, st: st}, nil
 }
 
-func (readKind) size(r *readReq) int { return len(r.key) }
+// size counts a data read as a largest value, so that the answer to a
+// message stays within the gRPC message bound.
+func (k readKind) size(r *readReq) int {
+	if r.digest {
+		return len(r.key)
+	}
+	return len(r.key) + k.n.cfg.MaxValueSize
+}
 
 func (k readKind) finish(r *readReq, err error) {
 	r.done <- readResult{id: k.id, digest: r.digest, err: err}
