@@ -2,9 +2,7 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -175,32 +173,13 @@ func (n *Node) applyUnary(ctx context.Context, id ring.NodeID, m *kvv1.Mutation)
 func (s *replicaServer) ApplyStream(stream kvv1.Replica_ApplyStreamServer) error {
 	n := s.n
 	ctx := stream.Context()
-	in := make(chan *kvv1.ApplyStreamRequest, applyStreamQueue)
-	var recvErr error
-	go func() {
-		defer close(in)
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr = err
-				return
-			}
-			select {
-			case in <- req:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	in, recvErr := receive(ctx, stream.Recv, applyStreamQueue)
 	for {
 		var group []*kvv1.ApplyStreamRequest
 		select {
 		case req, ok := <-in:
 			if !ok {
-				if errors.Is(recvErr, io.EOF) || recvErr == nil {
-					return nil
-				}
-				return recvErr
+				return recvErr()
 			}
 			group = append(group, req)
 		case <-n.drain:

@@ -396,19 +396,8 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 			local, localDigest = true, digest
 			return
 		}
-		if n.tp == nil {
-			n.countRead(digest)
-			n.reads(id).enqueue(&readReq{key: key, digest: digest, done: results})
-			return
-		}
-		n.bg.Add(1)
-		go func() {
-			defer n.bg.Done()
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
-			defer cancel()
-			m, err := n.readFrom(rctx, id, key, digest)
-			results <- readResult{id: id, m: m, digest: digest, err: err}
-		}()
+		n.countRead(digest)
+		n.sendRead(ctx, id, key, digest, results)
 	}
 	send(false)
 	for sent < need {

@@ -278,10 +278,12 @@ func Open(cfg *Config) (_ *Node, err error) {
 		eo.MemTableSize = c.MemTableSize
 	}
 	eo.TombstoneGracePeriod = c.TombstoneGracePeriod
-	if prev := eo.EventListener.WALSync; prev != nil {
-		eo.EventListener.WALSync = func(d time.Duration) { n.walSync.Observe(d.Seconds()); prev(d) }
-	} else {
-		eo.EventListener.WALSync = func(d time.Duration) { n.walSync.Observe(d.Seconds()) }
+	prevSync := eo.EventListener.WALSync
+	eo.EventListener.WALSync = func(d time.Duration) {
+		n.walSync.Observe(d.Seconds())
+		if prevSync != nil {
+			prevSync(d)
+		}
 	}
 	if n.db, err = lsm.Open(engineDir, &eo); err != nil {
 		return nil, fmt.Errorf("node: open engine: %w", err)

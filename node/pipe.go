@@ -318,3 +318,34 @@ func answerError(errs []*kvv1.ApplyError, i int) *kvv1.ApplyError {
 	}
 	return nil
 }
+
+// receive reads the requests of a replica-side stream into a channel of
+// capacity queue until Recv fails or ctx ends (a full channel stops the
+// reading, and HTTP/2 flow control then holds the coordinator's sends).
+// Once the channel is closed, err reports why: nil for the coordinator
+// ending the stream.
+func receive[T any](ctx context.Context, recv func() (T, error), queue int) (_ <-chan T, err func() error) {
+	in := make(chan T, queue)
+	var recvErr error
+	go func() {
+		defer close(in)
+		for {
+			req, err := recv()
+			if err != nil {
+				recvErr = err
+				return
+			}
+			select {
+			case in <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return in, func() error {
+		if errors.Is(recvErr, io.EOF) {
+			return nil
+		}
+		return recvErr
+	}
+}

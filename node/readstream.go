@@ -2,9 +2,7 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -110,6 +108,24 @@ func (s readStream) recv() (uint64, func([]*readReq), error) {
 	}, nil
 }
 
+// sendRead sends a read of key to replica id (not this node) without
+// waiting: its answer goes to results. The stream bounds the wait for it
+// by replica_timeout.
+func (n *Node) sendRead(ctx context.Context, id ring.NodeID, key []byte, digest bool, results chan<- readResult) {
+	if n.tp != nil {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+			defer cancel()
+			m, err := n.readUnary(rctx, id, key, digest)
+			results <- readResult{id: id, m: m, digest: digest, err: err}
+		}()
+		return
+	}
+	n.reads(id).enqueue(&readReq{key: key, digest: digest, done: results})
+}
+
 // readRemote reads key from replica id (not this node) and waits for the
 // answer (or ctx).
 func (n *Node) readRemote(ctx context.Context, id ring.NodeID, key []byte, digest bool) (*kvv1.Mutation, error) {
@@ -117,7 +133,7 @@ func (n *Node) readRemote(ctx context.Context, id ring.NodeID, key []byte, diges
 		return n.readUnary(ctx, id, key, digest)
 	}
 	done := make(chan readResult, 1)
-	n.reads(id).enqueue(&readReq{key: key, digest: digest, done: done})
+	n.sendRead(ctx, id, key, digest, done)
 	select {
 	case r := <-done:
 		return r.m, r.err
@@ -149,23 +165,7 @@ func (n *Node) readUnary(ctx context.Context, id ring.NodeID, key []byte, digest
 func (s *replicaServer) ReadStream(stream kvv1.Replica_ReadStreamServer) error {
 	n := s.n
 	ctx := stream.Context()
-	in := make(chan *kvv1.ReadStreamRequest)
-	var recvErr error
-	go func() {
-		defer close(in)
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr = err
-				return
-			}
-			select {
-			case in <- req:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	in, recvErr := receive(ctx, stream.Recv, 0)
 	var sendMu sync.Mutex
 	var sendErr error
 	serve := func(req *kvv1.ReadStreamRequest) {
@@ -191,10 +191,7 @@ func (s *replicaServer) ReadStream(stream kvv1.Replica_ReadStreamServer) error {
 		select {
 		case req, ok := <-in:
 			if !ok {
-				if errors.Is(recvErr, io.EOF) || recvErr == nil {
-					return nil
-				}
-				return recvErr
+				return recvErr()
 			}
 			select {
 			case work <- req:

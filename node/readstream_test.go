@@ -73,12 +73,18 @@ func TestReplicaReadStreamResets(t *testing.T) {
 		cfg.ReplicaTimeout = 300 * time.Millisecond
 		cfg.SpeculativeRetry = -1
 	})
-	n1, n3 := c.nodes[0], c.nodes[2]
+	n1 := c.nodes[0]
 	ctx := ctxT(t)
 	key := []byte("k")
 	if _, err := n1.Put(ctx, key, []byte("v"), All, 0); err != nil {
 		t.Fatal(err)
 	}
+	live, _, _, err := n1.liveOwners(key, Quorum, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The replica a QUORUM read of n1 asks after itself.
+	hung := c.byID(n1.readOrder(live)[1])
 	release := make(chan struct{})
 	hang := func(ctx context.Context) { // until the stream breaks, or the end of the hang
 		select {
@@ -86,20 +92,25 @@ func TestReplicaReadStreamResets(t *testing.T) {
 		case <-release:
 		}
 	}
-	n3.readHookForTesting.Store(&hang)
+	hung.readHookForTesting.Store(&hang)
 	resets := counterValue(t, n1.m.readStreamResets)
 	if _, _, err := n1.Get(ctx, key, All); err == nil {
-		t.Fatal("ALL get answered while n3 does not answer reads")
+		t.Fatalf("ALL get answered while %s does not answer reads", hung.ID())
 	}
 	if got := counterValue(t, n1.m.readStreamResets) - resets; got != 1 {
 		t.Fatalf("%v read stream resets, want 1", got)
 	}
+	// The QUORUM read asks the hung replica on a new stream, which breaks
+	// too; the read then goes to the third replica.
 	if v, _, err := n1.Get(ctx, key, Quorum); err != nil || string(v) != "v" {
-		t.Fatalf("QUORUM get while n3 does not answer reads = %q, %v", v, err)
+		t.Fatalf("QUORUM get while %s does not answer reads = %q, %v", hung.ID(), v, err)
 	}
-	n3.readHookForTesting.Store(nil)
+	if got := counterValue(t, n1.m.readStreamResets) - resets; got != 2 {
+		t.Fatalf("%v read stream resets after the QUORUM get, want 2", got)
+	}
+	hung.readHookForTesting.Store(nil)
 	close(release)
 	if v, _, err := n1.Get(ctx, key, All); err != nil || string(v) != "v" {
-		t.Fatalf("ALL get once n3 answers again = %q, %v", v, err)
+		t.Fatalf("ALL get once %s answers again = %q, %v", hung.ID(), v, err)
 	}
 }
