@@ -122,7 +122,11 @@ func newMetrics(n *Node) *metrics {
 	m.repairs.WithLabelValues("background")
 	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected,
 		&nodeCollector{n: n},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// NB: the scheduler's metrics include go_sched_latencies_seconds, the
+		// time goroutines wait runnable for a CPU: on a busy node, the part
+		// of request latency that no span shows.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
