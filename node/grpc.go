@@ -189,7 +189,7 @@ func (s *replicaServer) Apply(ctx context.Context, req *kvv1.ApplyRequest) (*kvv
 // Read is part of the kvv1.ReplicaServer interface.
 func (s *replicaServer) Read(ctx context.Context, req *kvv1.ReadRequest) (*kvv1.ReadResponse, error) {
 	if hook := s.n.readHookForTesting.Load(); hook != nil {
-		(*hook)(ctx)
+		(*hook)(ctx, [][]byte{req.Key})
 	}
 	m, err := s.n.readLocal(req.Key, req.Digest)
 	if err != nil {

@@ -127,8 +127,12 @@ type Node struct {
 	// a mutation (tests make replicas hang with it).
 	applyHookForTesting atomic.Pointer[func(context.Context)]
 	// readHookForTesting, if set, runs before the Replica service answers
-	// a read.
-	readHookForTesting atomic.Pointer[func(context.Context)]
+	// a read call or a read stream message, with the keys it reads.
+	readHookForTesting atomic.Pointer[func(ctx context.Context, keys [][]byte)]
+	// pipeSendHookForTesting, if set, runs before a pipe sends a message,
+	// with the pipe's kind ("write", "read"), its replica and the message's
+	// request count (tests hold a sender with it so that requests queue).
+	pipeSendHookForTesting atomic.Pointer[func(kind string, id ring.NodeID, reqs int)]
 	// streamHookForTesting, if set, runs after each batch a stream from a
 	// peer applied; an error breaks the stream there (tests of resumption).
 	streamHookForTesting atomic.Pointer[func(peer ring.NodeID) error]
@@ -682,6 +686,16 @@ func (n *Node) joinLoop() {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
 	return n.closeErr
+}
+
+// stopping reports whether Close has stopped the node's background work.
+func (n *Node) stopping() bool {
+	select {
+	case <-n.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (n *Node) close() error {

@@ -22,8 +22,13 @@ import (
 // what queues while it is busy: its sender sends what has queued since its
 // last send as one message (an idle pipe sends each request alone, at
 // once), and the replica answers each message by its sequence number. A
-// message that stays unanswered for replica_timeout breaks the stream: the
-// requests still pending on it fail, and the next request opens a new one.
+// message that stays unanswered for replica_timeout fails with a timeout.
+// If the stream answered nothing at all since that message was sent, the
+// replica looks hung: the stream breaks, every request pending on it fails,
+// and the next request opens a new stream. Otherwise only that message
+// fails (a slow read of a value in the object store, say), and the stream
+// goes on: its late answer is dropped. Opening a stream is bounded by
+// replica_timeout too.
 //
 // With tracing on, every replica call is a unary call instead, so that each
 // has its own span (otelgrpc).
@@ -82,14 +87,17 @@ type pipeConn[R any] struct {
 	cancel context.CancelFunc
 	seq    uint64 // the last sequence number sent (the sender's)
 
-	mu      sync.Mutex
-	pending map[uint64]*pendingMessage[R]
-	err     error // non-nil once the stream is broken
+	mu       sync.Mutex
+	pending  map[uint64]*pendingMessage[R]
+	answered uint64 // answers received
+	err      error  // non-nil once the stream is broken
 }
 
 type pendingMessage[R any] struct {
 	reqs  []R
 	timer *time.Timer
+	// answered is the stream's answer count when the message was sent.
+	answered uint64
 }
 
 // pipes holds a node's pipes of one kind, by replica.
@@ -154,7 +162,9 @@ func (p *pipe[R]) sendLoop() {
 			return
 		case <-p.wake:
 		}
-		for {
+		// NB: the node stopping ends the sending between messages too;
+		// the top of the loop fails what is left.
+		for !p.n.stopping() {
 			reqs := p.take()
 			if len(reqs) == 0 {
 				break
@@ -179,6 +189,9 @@ func (p *pipe[R]) take() []R {
 }
 
 func (p *pipe[R]) send(reqs []R) {
+	if hook := p.n.pipeSendHookForTesting.Load(); hook != nil {
+		(*hook)(p.kind.name(), p.id, len(reqs))
+	}
 	c, err := p.connect()
 	if err != nil {
 		for _, r := range reqs {
@@ -197,17 +210,9 @@ func (p *pipe[R]) send(reqs []R) {
 		}
 		return
 	}
-	m := &pendingMessage[R]{reqs: reqs}
+	m := &pendingMessage[R]{reqs: reqs, answered: c.answered}
 	c.pending[seq] = m
-	m.timer = time.AfterFunc(p.n.cfg.ReplicaTimeout, func() {
-		c.mu.Lock()
-		answered := c.pending[seq] != m
-		c.mu.Unlock()
-		if answered { // the answer came as the timer fired
-			return
-		}
-		c.fail(p, fmt.Errorf("replica %s: %w", p.id, errorf(ErrTimeout, "no answer within replica_timeout %v", p.n.cfg.ReplicaTimeout)))
-	})
+	m.timer = time.AfterFunc(p.n.cfg.ReplicaTimeout, func() { p.expire(c, seq, m) })
 	c.mu.Unlock()
 	p.kind.sent(len(reqs))
 	if err := c.st.send(seq, reqs); err != nil {
@@ -215,6 +220,28 @@ func (p *pipe[R]) send(reqs []R) {
 		// comes to the receiver, which fails the stream with it first
 		// unless this does.
 		c.fail(p, fmt.Errorf("replica %s: %w", p.id, fromStatus(err)))
+	}
+}
+
+// expire fails message m (sequence number seq) of stream c, unanswered
+// for replica_timeout: alone if c answered anything since m was sent,
+// otherwise with the whole stream.
+func (p *pipe[R]) expire(c *pipeConn[R], seq uint64, m *pendingMessage[R]) {
+	err := fmt.Errorf("replica %s: %w", p.id, errorf(ErrTimeout, "no answer within replica_timeout %v", p.n.cfg.ReplicaTimeout))
+	c.mu.Lock()
+	if c.pending[seq] != m { // answered as the timer fired, or failed
+		c.mu.Unlock()
+		return
+	}
+	if c.answered == m.answered {
+		c.mu.Unlock()
+		c.fail(p, err)
+		return
+	}
+	delete(c.pending, seq)
+	c.mu.Unlock()
+	for _, r := range m.reqs {
+		p.kind.finish(r, err)
 	}
 }
 
@@ -231,7 +258,14 @@ func (p *pipe[R]) connect() (*pipeConn[R], error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	// NB: the stream lives on ctx, so the bound on opening it is a timer
+	// rather than a deadline.
+	opening := time.AfterFunc(p.n.cfg.ReplicaTimeout, cancel)
 	st, err := p.kind.open(ctx, rc)
+	if !opening.Stop() { // the timer fired: ctx is done
+		cancel()
+		return nil, fmt.Errorf("replica %s: %w", p.id, errorf(ErrTimeout, "the %s stream did not open within replica_timeout %v", p.kind.name(), p.n.cfg.ReplicaTimeout))
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("replica %s: %w", p.id, fromStatus(err))
@@ -262,11 +296,12 @@ func (p *pipe[R]) recvLoop(c *pipeConn[R]) {
 			return
 		}
 		c.mu.Lock()
+		c.answered++
 		m := c.pending[seq]
 		delete(c.pending, seq)
 		c.mu.Unlock()
 		if m == nil {
-			continue // failed already
+			continue // timed out already
 		}
 		m.timer.Stop()
 		answer(m.reqs)

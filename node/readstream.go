@@ -207,7 +207,11 @@ func (s *replicaServer) ReadStream(stream kvv1.Replica_ReadStreamServer) error {
 // serveReads answers the reads of one ReadStream request.
 func (n *Node) serveReads(ctx context.Context, req *kvv1.ReadStreamRequest) *kvv1.ReadStreamResponse {
 	if hook := n.readHookForTesting.Load(); hook != nil {
-		(*hook)(ctx)
+		keys := make([][]byte, len(req.Reads))
+		for i, r := range req.Reads {
+			keys[i] = r.Key
+		}
+		(*hook)(ctx, keys)
 	}
 	resp := &kvv1.ReadStreamResponse{Seq: req.Seq, Reads: make([]*kvv1.ReadResponse, len(req.Reads))}
 	for i, r := range req.Reads {

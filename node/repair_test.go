@@ -136,7 +136,7 @@ func TestReadSpeculativeRetry(t *testing.T) {
 	}
 	slow := c.byID(c.nodes[0].readOrder(live)[1])
 	release := make(chan struct{})
-	hang := func(ctx context.Context) {
+	hang := func(ctx context.Context, _ [][]byte) {
 		select {
 		case <-release:
 		case <-ctx.Done():
