@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -44,11 +45,24 @@ func main() {
 	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "endpoints (host:port) of a running three-node tierkv cluster for -tierkv-api (gRPC or HTTP addresses); requests are spread over them")
 	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
+	cpuProfile := flag.String("cpuprofile", "", "write the benchmark client's own CPU profile to this file (the load generator shares the machine with the clusters)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "clusterbench:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "clusterbench:", err)
 		os.Exit(1)
 	}
