@@ -633,11 +633,19 @@ func crashOnce(t *testing.T, seed uint64) {
 // TestOnSync: OnSync sees every sync, and only syncs.
 func TestOnSync(t *testing.T) {
 	defer goleak.VerifyNone(t)
+	const slow = 2 * time.Millisecond
+	// Every fdatasync takes at least slow; OnSync must time it.
+	fs := &vfs.ErrorFS{FS: vfs.Default, Inject: func(op vfs.Op, _ string) bool {
+		if op == vfs.OpSync {
+			time.Sleep(slow)
+		}
+		return false
+	}}
 	var calls atomic.Int64
-	w, err := Create(Options{FS: vfs.Default, Dir: t.TempDir(), PreallocateSize: 1 << 20,
+	w, err := Create(Options{FS: fs, Dir: t.TempDir(), PreallocateSize: 1 << 20,
 		OnSync: func(d time.Duration) {
-			if d <= 0 {
-				t.Errorf("sync of %v", d)
+			if d < slow {
+				t.Errorf("OnSync reported %v for a sync that took at least %v", d, slow)
 			}
 			calls.Add(1)
 		}}, 1)
@@ -649,11 +657,11 @@ func TestOnSync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := w.Stats()
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st.Syncs == 0 || uint64(calls.Load()) < st.Syncs {
-		t.Fatalf("OnSync called %d times for %d syncs", calls.Load(), st.Syncs)
+	// NB: Close syncs too.
+	if st := w.Stats(); st.Syncs < 10 || uint64(calls.Load()) != st.Syncs {
+		t.Fatalf("OnSync called %d times for %d syncs (10 synced appends)", calls.Load(), st.Syncs)
 	}
 }
