@@ -284,6 +284,7 @@ func TestMetrics(t *testing.T) {
 		"tierkv_flushes_total", "tierkv_compactions_total", "tierkv_compaction_written_bytes_total",
 		"tierkv_blob_rewrite_bytes_total", "tierkv_blob_rewrite_limit_bytes_per_second",
 		"tierkv_replica_read_messages_total", "tierkv_replica_read_stream_resets_total",
+		`tierkv_replica_message_timeouts_total{kind="write"}`, `tierkv_replica_message_timeouts_total{kind="read"}`,
 		"go_sched_latencies_seconds_bucket",
 	} {
 		if !strings.Contains(string(body), name) {

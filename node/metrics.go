@@ -34,6 +34,9 @@ type metrics struct {
 	readMessages, readStreamResets prometheus.Counter
 	digestMismatches               prometheus.Counter
 	speculativeReads               prometheus.Counter
+	// messageTimeouts counts the stream messages, by kind (write, read),
+	// unanswered within replica_timeout.
+	messageTimeouts *prometheus.CounterVec
 }
 
 // newWALSyncHistogram is the engine's WAL sync latency (etcd's
@@ -100,8 +103,14 @@ func newMetrics(n *Node) *metrics {
 		Name: "tierkv_replica_read_stream_resets_total",
 		Help: "Read streams to remote replicas that broke (error, replica gone, or no answer within replica_timeout); their pending reads failed over to other replicas.",
 	})
+	m.messageTimeouts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tierkv_replica_message_timeouts_total",
+		Help: "Write and read stream messages to remote replicas unanswered within replica_timeout; their requests failed over (writes: hinted). One on a stream that answered nothing else meanwhile also resets the stream.",
+	}, []string{"kind"})
+	m.messageTimeouts.WithLabelValues("write")
+	m.messageTimeouts.WithLabelValues("read")
 	n.reg.MustRegister(m.writeMessages, m.remoteWrites, m.streamResets, m.streamApplies, m.streamApplied,
-		m.readMessages, m.readStreamResets)
+		m.readMessages, m.readStreamResets, m.messageTimeouts)
 	replicaReads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tierkv_replica_reads_total",
 		Help: "Replica reads sent by this coordinator (this node's own included): data (the value) or digest (the version alone).",

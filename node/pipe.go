@@ -233,6 +233,7 @@ func (p *pipe[R]) expire(c *pipeConn[R], seq uint64, m *pendingMessage[R]) {
 		c.mu.Unlock()
 		return
 	}
+	p.n.m.messageTimeouts.WithLabelValues(p.kind.name()).Inc()
 	if c.answered == m.answered {
 		c.mu.Unlock()
 		c.fail(p, err)

@@ -218,6 +218,7 @@ func TestReplicaReadStreamSlowRead(t *testing.T) {
 	}
 	n2.readHookForTesting.Store(&hold)
 	resets := counterValue(t, n1.m.readStreamResets)
+	timeouts := counterValue(t, n1.m.messageTimeouts.WithLabelValues("read"))
 	slowErr := make(chan error, 1)
 	go func() {
 		_, err := n1.readRemote(ctx, n2.id, []byte("slow"), false)
@@ -242,6 +243,9 @@ func TestReplicaReadStreamSlowRead(t *testing.T) {
 	}
 	if got := counterValue(t, n1.m.readStreamResets) - resets; got != 0 {
 		t.Fatalf("%v read stream resets, want 0: one slow read broke a stream that answered %d reads meanwhile", got, fast)
+	}
+	if got := counterValue(t, n1.m.messageTimeouts.WithLabelValues("read")) - timeouts; got != 1 {
+		t.Fatalf("%v read message timeouts, want 1", got)
 	}
 	// The stream goes on once the held read's late answer comes.
 	n2.readHookForTesting.Store(nil)
