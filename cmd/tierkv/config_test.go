@@ -119,3 +119,24 @@ func TestServeHelp(t *testing.T) {
 		t.Error("serve without data_dir succeeded")
 	}
 }
+
+// TestDevProcs: a dev cluster's process gets the Go processors its nodes
+// would have as separate processes, unless GOMAXPROCS is set.
+func TestDevProcs(t *testing.T) {
+	none := func(string) string { return "" }
+	if got := devProcs(3, none); got != 3*startProcs {
+		t.Fatalf("devProcs(3) = %d, want 3 x %d", got, startProcs)
+	}
+	if got := devProcs(1, none); got != startProcs {
+		t.Fatalf("devProcs(1) = %d, want %d", got, startProcs)
+	}
+	set := func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "1"
+		}
+		return ""
+	}
+	if got := devProcs(3, set); got != 0 {
+		t.Fatalf("devProcs(3) with GOMAXPROCS set = %d, want 0 (left alone)", got)
+	}
+}
