@@ -45,6 +45,7 @@ func main() {
 	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "endpoints (host:port) of a running three-node tierkv cluster for -tierkv-api (gRPC or HTTP addresses); requests are spread over them")
 	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
+	flag.IntVar(&cfg.rounds, "rounds", cfg.rounds, "rounds: each measures every system afresh, every other round in reverse order; the report adds the rounds up")
 	cpuProfile := flag.String("cpuprofile", "", "write the benchmark client's own CPU profile to this file (the load generator shares the machine with the clusters)")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -78,10 +79,11 @@ type config struct {
 	tierkvEndpoints   string
 	tierkvBin         string
 	progress          time.Duration
+	rounds            int
 }
 
 func defaultConfig() config {
-	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second, tierkvAPI: "grpc"}
+	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second, tierkvAPI: "grpc", rounds: 1}
 }
 
 func (c config) clientCounts() ([]int, error) {

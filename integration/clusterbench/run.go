@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,9 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.rounds < 1 {
+		return fmt.Errorf("bad -rounds %d: at least 1", cfg.rounds)
+	}
 	for _, op := range strings.Split(cfg.ops, ",") {
 		if op != "put" && op != "get" {
 			return fmt.Errorf("bad -ops entry %q: put or get", op)
@@ -54,54 +58,97 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("# clusterbench: %d-byte values, %d keys, clients %v, %v per workload\n", cfg.valueSize, cfg.keys, counts, cfg.duration)
 	fmt.Printf("# tierkv is reached through its %s API\n", cfg.tierkvAPI)
 	fmt.Printf("# tierkv is compared at QUORUM with etcd's defaults (linearizable reads; writes committed by a raft majority, each fsync'd)\n")
+	names := strings.Split(cfg.systems, ",")
 	var results []*result
-	for _, name := range strings.Split(cfg.systems, ",") {
-		var sys system
-		switch strings.TrimSpace(name) {
-		case "etcd":
-			fmt.Fprintln(os.Stderr, "starting a three-member etcd cluster")
-			sys, err = startEtcd(ctx, cfg.etcdBin, maxClients)
-		case "tierkv":
-			endpoints := cfg.tierkvEndpoints
-			if cfg.tierkvBin != "" {
-				fmt.Fprintln(os.Stderr, "starting tierkv dev (three nodes)")
-				dev, httpEPs, grpcEPs, err := startTierkvDev(ctx, cfg.tierkvBin)
-				if err != nil {
-					return err
-				}
-				defer dev.Close()
-				endpoints = grpcEPs
-				if cfg.tierkvAPI == "http" {
-					endpoints = httpEPs
-				}
-			}
-			if endpoints == "" {
-				return fmt.Errorf("tierkv: give -tierkv-bin or -tierkv-endpoints")
-			}
-			levels := strings.Split(cfg.tierkvLevels, ",")
-			switch cfg.tierkvAPI {
-			case "grpc":
-				sys, err = newTierkvGRPC(endpoints, levels)
-			case "http":
-				sys, err = newTierkvHTTP(endpoints, levels)
-			default:
-				return fmt.Errorf("bad -tierkv-api %q: grpc or http", cfg.tierkvAPI)
-			}
-		default:
-			return fmt.Errorf("unknown system %q", name)
+	for round := range cfg.rounds {
+		// NB: every other round measures the systems in reverse order
+		// (A B, B A, ...), so that a machine that speeds up or slows
+		// down during the run favours neither.
+		order := slices.Clone(names)
+		if round%2 == 1 {
+			slices.Reverse(order)
 		}
-		if err != nil {
-			return err
+		if cfg.rounds > 1 {
+			fmt.Fprintf(os.Stderr, "round %d of %d: %s\n", round+1, cfg.rounds, strings.Join(order, ", "))
 		}
-		rs, err := measure(ctx, cfg, sys, counts, value)
-		sys.Close()
-		if err != nil {
-			return err
+		for _, name := range order {
+			rs, err := measureSystem(ctx, cfg, name, counts, maxClients, value)
+			if err != nil {
+				return err
+			}
+			results = mergeResults(results, rs)
 		}
-		results = append(results, rs...)
 	}
 	report(results)
 	return nil
+}
+
+// measureSystem starts (or connects to) one system, measures it and stops
+// it.
+func measureSystem(ctx context.Context, cfg config, name string, counts []int, maxClients int, value []byte) ([]*result, error) {
+	var sys system
+	var err error
+	switch strings.TrimSpace(name) {
+	case "etcd":
+		fmt.Fprintln(os.Stderr, "starting a three-member etcd cluster")
+		sys, err = startEtcd(ctx, cfg.etcdBin, maxClients)
+	case "tierkv":
+		endpoints := cfg.tierkvEndpoints
+		if cfg.tierkvBin != "" {
+			fmt.Fprintln(os.Stderr, "starting tierkv dev (three nodes)")
+			dev, httpEPs, grpcEPs, err := startTierkvDev(ctx, cfg.tierkvBin)
+			if err != nil {
+				return nil, err
+			}
+			defer dev.Close()
+			endpoints = grpcEPs
+			if cfg.tierkvAPI == "http" {
+				endpoints = httpEPs
+			}
+		}
+		if endpoints == "" {
+			return nil, fmt.Errorf("tierkv: give -tierkv-bin or -tierkv-endpoints")
+		}
+		levels := strings.Split(cfg.tierkvLevels, ",")
+		switch cfg.tierkvAPI {
+		case "grpc":
+			sys, err = newTierkvGRPC(endpoints, levels)
+		case "http":
+			sys, err = newTierkvHTTP(endpoints, levels)
+		default:
+			return nil, fmt.Errorf("bad -tierkv-api %q: grpc or http", cfg.tierkvAPI)
+		}
+	default:
+		return nil, fmt.Errorf("unknown system %q", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer sys.Close()
+	return measure(ctx, cfg, sys, counts, value)
+}
+
+// mergeResults adds the results of one round to those of the earlier
+// ones: a workload's operations, errors, time and latencies add up.
+func mergeResults(into, round []*result) []*result {
+	for _, r := range round {
+		i := slices.IndexFunc(into, func(o *result) bool {
+			return o.system == r.system && o.consistency == r.consistency && o.workload() == r.workload()
+		})
+		if i < 0 {
+			into = append(into, r)
+			continue
+		}
+		o := into[i]
+		o.ops += r.ops
+		o.errors += r.errors
+		o.elapsed += r.elapsed
+		o.hist.Merge(r.hist)
+		if o.firstErr == nil {
+			o.firstErr = r.firstErr
+		}
+	}
+	return into
 }
 
 // measure preloads the key space, then runs put and get workloads at each
