@@ -117,20 +117,29 @@ func inputError(err error) bool {
 // a hint. The stream bounds the wait for the answer by replica_timeout.
 func (n *Node) sendWrite(ctx context.Context, id ring.NodeID, m *kvv1.Mutation, results chan<- error) {
 	if n.tp != nil {
-		n.bg.Add(1)
-		go func() {
-			defer n.bg.Done()
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
-			defer cancel()
+		n.goUnary(ctx, func(rctx context.Context) {
 			err := n.applyUnary(rctx, id, m)
 			if err != nil && !inputError(err) {
 				n.hints.add(id, m)
 			}
 			results <- err
-		}()
+		})
 		return
 	}
 	n.writes(id).enqueue(&applyReq{m: m, done: results, hint: true})
+}
+
+// goUnary runs call, a unary replica call (tracing on: each has its own
+// span), in the background: on ctx's values, not its cancellation (the
+// request may return before a replica answers), bounded by replica_timeout.
+func (n *Node) goUnary(ctx context.Context, call func(rctx context.Context)) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
+		defer cancel()
+		call(rctx)
+	}()
 }
 
 // applyRemote sends m to replica id and waits for its acknowledgement (or

@@ -113,14 +113,10 @@ func (s readStream) recv() (uint64, func([]*readReq), error) {
 // by replica_timeout.
 func (n *Node) sendRead(ctx context.Context, id ring.NodeID, key []byte, digest bool, results chan<- readResult) {
 	if n.tp != nil {
-		n.bg.Add(1)
-		go func() {
-			defer n.bg.Done()
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ReplicaTimeout)
-			defer cancel()
+		n.goUnary(ctx, func(rctx context.Context) {
 			m, err := n.readUnary(rctx, id, key, digest)
 			results <- readResult{id: id, m: m, digest: digest, err: err}
-		}()
+		})
 		return
 	}
 	n.reads(id).enqueue(&readReq{key: key, digest: digest, done: results})
