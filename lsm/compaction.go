@@ -359,6 +359,7 @@ func (d *DB) runCompaction(c *compaction) error {
 	// references it.
 	rewrite := d.garbageBlobs(rs.v)
 	sep := &separator{d: d, limited: true}
+	var valueBuf []byte // the value being copied
 
 	var iters []base.InternalIterator
 	for _, in := range c.inputs {
@@ -397,11 +398,14 @@ func (d *DB) runCompaction(c *compaction) error {
 				return fmt.Errorf("lsm: compaction input: key %q: %w", e.Key, err)
 			}
 			if rewrite[ref.FileNum] {
-				if e, err = rs.v.resolve(e); err != nil {
+				// NB: sep.add copies the value before the next read
+				// reuses valueBuf.
+				if e, err = rs.v.resolveOnce(e, valueBuf); err != nil {
 					merge.Close()
 					abort()
 					return fmt.Errorf("lsm: compaction input: %w", err)
 				}
+				valueBuf = e.Value[:0]
 				info.BlobBytesRewritten += ref.Length
 			}
 		}

@@ -149,6 +149,17 @@ func (v *version) unref(d *DB) {
 // data blocks every read needs and costs a copy per hit; the OS page cache
 // keeps hot blob pages anyway.
 func (v *version) resolve(e base.Entry) (base.Entry, error) {
+	return v.resolveValue(e, nil, false)
+}
+
+// resolveOnce is resolve for a compaction that copies e's value into a new
+// blob file (blob.Reader.ReadValueOnce): the value is read into buf where it
+// fits, so the result may alias buf.
+func (v *version) resolveOnce(e base.Entry, buf []byte) (base.Entry, error) {
+	return v.resolveValue(e, buf, true)
+}
+
+func (v *version) resolveValue(e base.Entry, buf []byte, once bool) (base.Entry, error) {
 	if e.Kind != base.KindValueRef {
 		return e, nil
 	}
@@ -160,7 +171,12 @@ func (v *version) resolve(e base.Entry) (base.Entry, error) {
 	if !ok {
 		return e, base.CorruptionErrorf("key %q references blob file %s, which is not live", e.Key, ref.FileNum)
 	}
-	val, err := b.reader.ReadValue(bgCtx, ref)
+	var val []byte
+	if once {
+		val, err = b.reader.ReadValueOnce(bgCtx, ref, buf)
+	} else {
+		val, err = b.reader.ReadValue(bgCtx, ref)
+	}
 	if err != nil {
 		return e, err
 	}

@@ -175,13 +175,32 @@ func (r *localReadable) mapFile() {
 const maxMappedSize = 1 << 40
 
 func (r *localReadable) ReadAt(ctx context.Context, p []byte, off int64) error {
-	if off < 0 || off+int64(len(p)) > r.size {
-		return fmt.Errorf("read %s [%d, %d): beyond size %d", r.name, off, off+int64(len(p)), r.size)
+	if err := r.check(p, off); err != nil {
+		return err
 	}
 	if r.mapped != nil {
 		copy(p, r.mapped[off:])
 		return nil
 	}
+	return r.pread(p, off)
+}
+
+// readOnce is ReadOnce's: pread, whether or not the file is mapped.
+func (r *localReadable) readOnce(ctx context.Context, p []byte, off int64) error {
+	if err := r.check(p, off); err != nil {
+		return err
+	}
+	return r.pread(p, off)
+}
+
+func (r *localReadable) check(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > r.size {
+		return fmt.Errorf("read %s [%d, %d): beyond size %d", r.name, off, off+int64(len(p)), r.size)
+	}
+	return nil
+}
+
+func (r *localReadable) pread(p []byte, off int64) error {
 	n, err := r.f.ReadAt(p, off)
 	if n == len(p) {
 		return nil

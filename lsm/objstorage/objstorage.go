@@ -34,6 +34,22 @@ type Readable interface {
 	Close() error
 }
 
+// ReadOnce reads exactly len(p) bytes at off of r, like r.ReadAt, for a
+// read that will not be repeated soon: a compaction copying the live values
+// out of a blob file. A local object is read with pread rather than through
+// its memory mapping (localReadable), so that the copy maps none of the
+// file's pages into the process: on the virtualized hosts we run on, page
+// faults, and the page-table work behind them, cost more than the
+// system call.
+func ReadOnce(ctx context.Context, r Readable, p []byte, off int64) error {
+	if o, ok := r.(interface {
+		readOnce(ctx context.Context, p []byte, off int64) error
+	}); ok {
+		return o.readOnce(ctx, p, off)
+	}
+	return r.ReadAt(ctx, p, off)
+}
+
 // Writable is an object being written. It is not safe for concurrent use.
 // Data becomes visible to Open, and durable, only once Finish returns nil.
 type Writable interface {

@@ -183,6 +183,18 @@ func (r *Reader) Count() uint64 { return r.count }
 // ReadValue reads and checks the value ref points at. The result is a new
 // slice.
 func (r *Reader) ReadValue(ctx context.Context, ref Ref) ([]byte, error) {
+	return r.readValue(ctx, ref, nil, false)
+}
+
+// ReadValueOnce is ReadValue for a value read once and copied elsewhere (a
+// compaction rewriting a blob file that is mostly garbage): it reads with
+// objstorage.ReadOnce, into buf where the value fits. The result may alias
+// buf.
+func (r *Reader) ReadValueOnce(ctx context.Context, ref Ref, buf []byte) ([]byte, error) {
+	return r.readValue(ctx, ref, buf, true)
+}
+
+func (r *Reader) readValue(ctx context.Context, ref Ref, buf []byte, once bool) ([]byte, error) {
 	end := ref.Offset + ref.Length + crcLen
 	limit := uint64(r.r.Size())
 	if !r.segment {
@@ -191,8 +203,19 @@ func (r *Reader) ReadValue(ctx context.Context, ref Ref) ([]byte, error) {
 	if end < ref.Offset || end > limit {
 		return nil, base.CorruptionErrorf("blob %s: reference [%d, +%d) beyond the data", r.name, ref.Offset, ref.Length)
 	}
-	buf := make([]byte, ref.Length+crcLen)
-	if err := r.r.ReadAt(ctx, buf, int64(ref.Offset)); err != nil {
+	n := int(ref.Length + crcLen)
+	if cap(buf) >= n {
+		buf = buf[:n]
+	} else {
+		buf = make([]byte, n)
+	}
+	var err error
+	if once {
+		err = objstorage.ReadOnce(ctx, r.r, buf, int64(ref.Offset))
+	} else {
+		err = r.r.ReadAt(ctx, buf, int64(ref.Offset))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("blob %s: read at %d: %w", r.name, ref.Offset, err)
 	}
 	v := buf[:ref.Length]
