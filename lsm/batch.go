@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/tierkv/tierkv/lsm/internal/base"
@@ -49,9 +50,28 @@ func (b *Batch) Delete(key []byte, version uint64) {
 	b.add(base.KindDelete, key, nil, version)
 }
 
+// Grow reserves room for n more mutations with keyValueBytes bytes of keys
+// and values in all, so that a batch built from mutations of known sizes
+// takes one allocation.
+func (b *Batch) Grow(n, keyValueBytes int) {
+	need := n*entryOverhead + keyValueBytes
+	if len(b.repr) == 0 {
+		if cap(b.repr) < batchHeaderLen+need {
+			b.repr = make([]byte, 0, batchHeaderLen+need)
+		}
+		b.repr = append(b.repr[:0], 0, 0, 0, 0) // the count (batchHeaderLen)
+		return
+	}
+	b.repr = slices.Grow(b.repr, need)
+}
+
+// entryOverhead bounds an entry's bytes beyond its key and value: kind,
+// version, two uvarint lengths and the value's CRC.
+const entryOverhead = 1 + 8 + 2*binary.MaxVarintLen32 + 4
+
 func (b *Batch) add(kind base.Kind, key, value []byte, version uint64) {
 	if len(b.repr) == 0 {
-		b.repr = make([]byte, batchHeaderLen, 64+len(key)+len(value))
+		b.Grow(1, len(key)+len(value))
 	}
 	b.repr = append(b.repr, byte(kind))
 	b.repr = binary.LittleEndian.AppendUint64(b.repr, version)

@@ -749,6 +749,8 @@ func (d *DB) oldestLogLocked() base.FileNum {
 // nil wo) it returns only after the batch is durable. An error means
 // nothing of the batch was acknowledged; after a WAL write or sync failure
 // the DB refuses further writes (its state on disk is no longer known).
+// After a successful Apply the batch is empty: the memtable keeps its
+// buffer, so the batch's next mutation starts a new one.
 func (d *DB) Apply(b *Batch, wo *WriteOptions) error {
 	if b.Len() == 0 {
 		return nil
@@ -770,10 +772,13 @@ func (d *DB) Apply(b *Batch, wo *WriteOptions) error {
 		d.setBackgroundError(fmt.Errorf("lsm: WAL %s: %w", wal.SegmentName(me.logNum), err))
 		return fmt.Errorf("lsm: write not acknowledged: %w", err)
 	}
+	// NB: the memtable keeps the batch's buffer instead of copying every
+	// key and value out of it; the batch lets go of it.
 	entries, locs := d.decodeForMemtable(b.repr, me.logNum, off, int(b.count))
-	me.mem.AddBatch(entries, locs)
+	me.mem.AddBatchOwned(entries, locs, b.repr)
 	me.writers.Done()
 	d.m.userBytes.Add(uint64(len(b.repr)))
+	b.repr, b.count, b.err = nil, 0, nil
 	return nil
 }
 

@@ -204,6 +204,11 @@ func (n *Node) applyLocal(m *kvv1.Mutation) error {
 // (one WAL record, synced), all or nothing.
 func (n *Node) applyLocalBatch(ms []*kvv1.Mutation) error {
 	var b lsm.Batch
+	size := 0
+	for _, m := range ms {
+		size += len(m.GetKey()) + len(m.GetValue())
+	}
+	b.Grow(len(ms), size)
 	for _, m := range ms {
 		if m == nil || m.Version == 0 {
 			return errorf(ErrInvalidArgument, "mutation without a version")

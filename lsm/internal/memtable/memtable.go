@@ -26,6 +26,7 @@ type value struct {
 	kind    base.Kind
 	value   []byte
 	loc     Loc
+	shared  bool // value points into a buffer counted whole (AddBatchOwned)
 }
 
 // Loc locates a value in a WAL segment: the offset of the value's bytes,
@@ -110,7 +111,7 @@ func (m *Memtable) findGE(key []byte, prev *[maxHeight]*node) *node {
 func (m *Memtable) Add(e base.Entry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.addLocked(e, Loc{})
+	m.addLocked(e, Loc{}, false)
 }
 
 // AddBatch applies several entries under one lock acquisition. locs, if not
@@ -123,14 +124,37 @@ func (m *Memtable) AddBatch(es []base.Entry, locs []Loc) {
 		if locs != nil {
 			loc = locs[i]
 		}
-		m.addLocked(es[i], loc)
+		m.addLocked(es[i], loc, false)
 	}
 }
 
-func (m *Memtable) addLocked(e base.Entry, loc Loc) {
-	v := &value{version: e.Version, kind: e.Kind, loc: loc}
+// AddBatchOwned is AddBatch for entries whose slices the memtable may keep:
+// they point into buf, which nobody modifies again. It does not copy them,
+// and it counts all of buf in Size, as long as the memtable lives: an entry
+// replaced later still keeps buf alive.
+func (m *Memtable) AddBatchOwned(es []base.Entry, locs []Loc, buf []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range es {
+		var loc Loc
+		if locs != nil {
+			loc = locs[i]
+		}
+		m.addLocked(es[i], loc, true)
+	}
+	m.size.Add(int64(len(buf)))
+}
+
+// addLocked adds e; owned says that e's slices may be kept (and that the
+// caller counts their bytes).
+func (m *Memtable) addLocked(e base.Entry, loc Loc, owned bool) {
+	v := &value{version: e.Version, kind: e.Kind, loc: loc, shared: owned}
 	if e.Kind == base.KindSet {
-		v.value = append(make([]byte, 0, len(e.Value)), e.Value...)
+		if owned {
+			v.value = e.Value
+		} else {
+			v.value = append(make([]byte, 0, len(e.Value)), e.Value...)
+		}
 	}
 	if e.Version < m.minVer.Load() {
 		m.minVer.Store(e.Version)
@@ -144,7 +168,16 @@ func (m *Memtable) addLocked(e base.Entry, loc Loc) {
 		old := n.val.Load()
 		if e.Version > old.version {
 			n.val.Store(v)
-			m.size.Add(int64(len(v.value)) - int64(len(old.value)))
+			// NB: bytes of a kept buffer stay counted (and alive) after
+			// their entry is replaced.
+			var delta int64
+			if !owned {
+				delta += int64(len(v.value))
+			}
+			if !old.shared {
+				delta -= int64(len(old.value))
+			}
+			m.size.Add(delta)
 		}
 		return
 	}
@@ -155,7 +188,11 @@ func (m *Memtable) addLocked(e base.Entry, loc Loc) {
 		}
 		m.height.Store(int32(h))
 	}
-	n = &node{key: bytes.Clone(e.Key), next: make([]atomic.Pointer[node], h)}
+	key := e.Key
+	if !owned {
+		key = bytes.Clone(key)
+	}
+	n = &node{key: key, next: make([]atomic.Pointer[node], h)}
 	n.val.Store(v)
 	// NB: link bottom-up so that a concurrent reader that sees the node at
 	// a level can always continue from it at lower levels.
@@ -163,7 +200,11 @@ func (m *Memtable) addLocked(e base.Entry, loc Loc) {
 		n.next[level].Store(prev[level].next[level].Load())
 		prev[level].next[level].Store(n)
 	}
-	m.size.Add(int64(len(e.Key)+len(v.value)) + nodeOverhead + int64(h)*8)
+	if owned {
+		m.size.Add(nodeOverhead + int64(h)*8)
+	} else {
+		m.size.Add(int64(len(e.Key)+len(v.value)) + nodeOverhead + int64(h)*8)
+	}
 	m.count.Add(1)
 }
 

@@ -118,3 +118,40 @@ func BenchmarkAdd(b *testing.B) {
 		m.Add(base.Entry{Key: keys[i&(len(keys)-1)], Version: uint64(i), Kind: base.KindSet, Value: val})
 	}
 }
+
+// TestAddBatchOwned checks that AddBatchOwned keeps the entries' slices
+// instead of copying them, and that Size counts the whole buffer they
+// point into for as long as the memtable lives.
+func TestAddBatchOwned(t *testing.T) {
+	m := New()
+	buf := []byte("k1v1k2v2-and-the-rest-of-a-batch")
+	es := []base.Entry{
+		{Key: buf[0:2], Version: 1, Kind: base.KindSet, Value: buf[2:4]},
+		{Key: buf[4:6], Version: 2, Kind: base.KindSet, Value: buf[6:8]},
+	}
+	m.AddBatchOwned(es, nil, buf)
+	e, ok := m.Get([]byte("k1"))
+	if !ok || string(e.Value) != "v1" || &e.Value[0] != &buf[2] || &e.Key[0] != &buf[0] {
+		t.Fatalf("k1 = %+v, %v: not the buffer's bytes", e, ok)
+	}
+	size := m.Size()
+	if size < int64(len(buf)) {
+		t.Fatalf("Size %d does not count the %d-byte buffer", size, len(buf))
+	}
+	// A newer version of k1 (copied) replaces it, but the buffer stays
+	// alive through k2: Size does not drop.
+	m.Add(base.Entry{Key: []byte("k1"), Version: 3, Kind: base.KindSet, Value: []byte("v")})
+	if m.Size() < size {
+		t.Fatalf("Size fell from %d to %d after replacing an entry of a kept buffer", size, m.Size())
+	}
+	if e, _ := m.Get([]byte("k1")); string(e.Value) != "v" {
+		t.Fatalf("k1 = %q after the newer version", e.Value)
+	}
+	// Add copies: changing the caller's bytes afterwards changes nothing.
+	val := []byte("copied")
+	m.Add(base.Entry{Key: []byte("k9"), Version: 4, Kind: base.KindSet, Value: val})
+	val[0] = 'X'
+	if e, _ := m.Get([]byte("k9")); string(e.Value) != "copied" {
+		t.Fatalf("Add kept the caller's slice: %q", e.Value)
+	}
+}
