@@ -8,17 +8,14 @@ import (
 	"github.com/tierkv/tierkv/lsm/vfs"
 )
 
-// TestReadOnceBypassesMapping checks that ReadOnce reads a mapped local
-// file with pread, not through its mapping, and that both reads check
-// their bounds.
-func TestReadOnceBypassesMapping(t *testing.T) {
+// writeObject writes data as blob 1 of p and opens it.
+func writeObject(t *testing.T, p Provider, data []byte) Readable {
+	t.Helper()
 	ctx := context.Background()
-	p := NewLocal(vfs.Default, t.TempDir())
 	w, err := p.Create(ctx, FileTypeBlob, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := bytes.Repeat([]byte("tierkv"), 5000)
 	if err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +26,16 @@ func TestReadOnceBypassesMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// TestReadOnceBypassesMapping checks that ReadOnce reads a mapped local
+// file with pread, not through its mapping, and that both reads check
+// their bounds.
+func TestReadOnceBypassesMapping(t *testing.T) {
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("tierkv"), 5000)
+	r := writeObject(t, NewLocal(vfs.Default, t.TempDir()), data)
 	defer r.Close()
 	lr := r.(*localReadable)
 	if lr.mapped == nil {
@@ -61,21 +68,7 @@ func TestReadOnceBypassesMapping(t *testing.T) {
 // TestReadOnceMemFS checks ReadOnce on an object that is not mapped.
 func TestReadOnceMemFS(t *testing.T) {
 	ctx := context.Background()
-	p := NewLocal(vfs.NewMemFS(), "/")
-	w, err := p.Create(ctx, FileTypeTable, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Write([]byte("0123456789")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := p.Open(ctx, FileTypeTable, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := writeObject(t, NewLocal(vfs.NewMemFS(), "/"), []byte("0123456789"))
 	defer r.Close()
 	got := make([]byte, 4)
 	if err := ReadOnce(ctx, r, got, 3); err != nil || string(got) != "3456" {

@@ -34,14 +34,9 @@ func writeBlob(t *testing.T, p objstorage.Provider, values [][]byte) []Ref {
 	return refs
 }
 
-func TestRoundTripAndCorruption(t *testing.T) {
-	fs := vfs.NewMemFS()
-	p := objstorage.NewLocal(fs, "/")
-	var values [][]byte
-	for i := 0; i < 50; i++ {
-		values = append(values, bytes.Repeat([]byte{byte(i)}, i*100))
-	}
-	refs := writeBlob(t, p, values)
+// openBlob opens blob file 7 of p.
+func openBlob(t *testing.T, p objstorage.Provider) *Reader {
+	t.Helper()
 	ctx := context.Background()
 	rd, err := p.Open(ctx, objstorage.FileTypeBlob, 7)
 	if err != nil {
@@ -51,6 +46,19 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func TestRoundTripAndCorruption(t *testing.T) {
+	fs := vfs.NewMemFS()
+	p := objstorage.NewLocal(fs, "/")
+	var values [][]byte
+	for i := 0; i < 50; i++ {
+		values = append(values, bytes.Repeat([]byte{byte(i)}, i*100))
+	}
+	refs := writeBlob(t, p, values)
+	ctx := context.Background()
+	r := openBlob(t, p)
 	if r.Count() != 50 {
 		t.Fatalf("count %d", r.Count())
 	}
@@ -78,13 +86,9 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	whole[refs[10].Offset+3] ^= 1
 	f.Write(whole)
 	f.Close()
-	rd, _ = p.Open(ctx, objstorage.FileTypeBlob, 7)
-	r, err = Open(ctx, rd, "000007.blob")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r = openBlob(t, p)
 	defer r.Close()
-	_, err = r.ReadValue(ctx, refs[10])
+	_, err := r.ReadValue(ctx, refs[10])
 	if !errors.Is(err, base.ErrCorruption) || !bytes.Contains([]byte(err.Error()), []byte(fmt.Sprintf("offset %d", refs[10].Offset))) {
 		t.Fatalf("corrupt value: %v", err)
 	}
@@ -155,18 +159,7 @@ func TestReadValueOnce(t *testing.T) {
 		values = append(values, bytes.Repeat([]byte{byte('a' + i)}, 1000+i*500))
 	}
 	refs := writeBlob(t, p, values)
-	open := func() *Reader {
-		rd, err := p.Open(ctx, objstorage.FileTypeBlob, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Open(ctx, rd, "000007.blob")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	r := open()
+	r := openBlob(t, p)
 	buf := make([]byte, 0, 8<<10)
 	for i, ref := range refs {
 		got, err := r.ReadValueOnce(ctx, ref, buf)
@@ -198,7 +191,7 @@ func TestReadValueOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	r = open()
+	r = openBlob(t, p)
 	defer r.Close()
 	if _, err := r.ReadValueOnce(ctx, refs[3], buf); !errors.Is(err, base.ErrCorruption) {
 		t.Fatalf("corrupt value: %v", err)

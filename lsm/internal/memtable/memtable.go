@@ -119,13 +119,7 @@ func (m *Memtable) Add(e base.Entry) {
 func (m *Memtable) AddBatch(es []base.Entry, locs []Loc) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i := range es {
-		var loc Loc
-		if locs != nil {
-			loc = locs[i]
-		}
-		m.addLocked(es[i], loc, false)
-	}
+	m.addBatchLocked(es, locs, false)
 }
 
 // AddBatchOwned is AddBatch for entries whose slices the memtable may keep:
@@ -135,14 +129,18 @@ func (m *Memtable) AddBatch(es []base.Entry, locs []Loc) {
 func (m *Memtable) AddBatchOwned(es []base.Entry, locs []Loc, buf []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.addBatchLocked(es, locs, true)
+	m.size.Add(int64(len(buf)))
+}
+
+func (m *Memtable) addBatchLocked(es []base.Entry, locs []Loc, owned bool) {
 	for i := range es {
 		var loc Loc
 		if locs != nil {
 			loc = locs[i]
 		}
-		m.addLocked(es[i], loc, true)
+		m.addLocked(es[i], loc, owned)
 	}
-	m.size.Add(int64(len(buf)))
 }
 
 // addLocked adds e; owned says that e's slices may be kept (and that the
