@@ -286,8 +286,11 @@ func tail(s string, n int) string {
 	return s
 }
 
-// waitHealthy polls /minio/health/live until it answers 200, the process
-// exits (exited receives) or ctx ends.
+// waitHealthy polls /minio/health/live until it answers 200 and then an S3
+// request (ListBuckets) until it succeeds, or until the process exits
+// (exited receives) or ctx ends. NB: a server that is live may still answer
+// S3 requests with 503 XMinioServerNotInitialized for a while after a
+// restart.
 func (s *Server) waitHealthy(ctx context.Context, exited <-chan error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -303,7 +306,12 @@ func (s *Server) waitHealthy(ctx context.Context, exited <-chan error) error {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := s.Client.ListBuckets(lctx)
+				cancel()
+				if err == nil {
+					return nil
+				}
 			}
 		}
 		select {
