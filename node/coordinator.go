@@ -325,10 +325,13 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte
 	if err != nil {
 		return nil, 0, err
 	}
-	answers, err := n.gatherReads(ctx, key, c, n.readOrder(live), need)
+	answers, late, err := n.gatherReads(ctx, key, c, n.readOrder(live), need)
 	if err != nil {
 		return nil, 0, err
 	}
+	// Late answers are repaired against the answers as they are when Get
+	// returns, with the value of a newest digest read in.
+	defer func() { n.drainReads(late.results, answers, late.remaining) }()
 	best := answers[0]
 	for _, a := range answers[1:] {
 		if version(a.m) > version(best.m) || (version(a.m) == version(best.m) && !best.complete() && a.complete()) {
@@ -385,9 +388,11 @@ func (n *Node) readOrder(live []ring.NodeID) []ring.NodeID {
 // gatherReads asks replicas in order for key until need have answered:
 // the first for the value, the next need-1 for digests. A failed request
 // is replaced by the next replica (asked for the value if no value request
-// is left), and so is, once, a slow one after SpeculativeRetry. Answers
-// that arrive after need are repaired in the background.
-func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order []ring.NodeID, need int) ([]readResult, error) {
+// is left), and so is, once, a slow one after SpeculativeRetry. When the
+// caller is done with the answers it passes them and late to drainReads:
+// answers that arrive after need are repaired against them in the
+// background.
+func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order []ring.NodeID, need int) (answers []readResult, late lateReads, err error) {
 	results := make(chan readResult, len(order))
 	sent, dataPending := 0, 0
 	local, localDigest := false, false
@@ -420,7 +425,6 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 		defer t.Stop()
 		speculate = t.C
 	}
-	var answers []readResult
 	failed := 0
 	var lastErr error
 	for len(answers) < need {
@@ -441,7 +445,7 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 			}
 			if sent-failed < need {
 				n.drainReads(results, answers, sent-len(answers)-failed)
-				return nil, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
+				return nil, lateReads{}, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
 					c, need, len(answers), failed, lastErr)
 			}
 		case <-speculate:
@@ -453,15 +457,18 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 		case <-ctx.Done():
 			n.drainReads(results, answers, sent-len(answers)-failed)
 			if errors.Is(ctx.Err(), context.Canceled) {
-				return nil, ctx.Err()
+				return nil, lateReads{}, ctx.Err()
 			}
-			return nil, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
+			return nil, lateReads{}, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
 		}
 	}
-	if late := sent - len(answers) - failed; late > 0 {
-		n.drainReads(results, answers, late)
-	}
-	return answers, nil
+	return answers, lateReads{results: results, remaining: sent - len(answers) - failed}, nil
+}
+
+// lateReads are the answers still to come of a read that has enough.
+type lateReads struct {
+	results   <-chan readResult
+	remaining int
 }
 
 // hasData reports whether an answer carries a value (or needs none).
@@ -509,6 +516,10 @@ func (n *Node) repairReads(ctx context.Context, c Consistency, answers []readRes
 // value is left alone: the write that made it is hinted or repaired by
 // anti-entropy.
 func (n *Node) drainReads(results <-chan readResult, answers []readResult, remaining int) {
+	if remaining == 0 {
+		return
+	}
+	answers = slices.Clone(answers) // the caller's to change once this returns
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

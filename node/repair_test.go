@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,4 +153,66 @@ func TestReadSpeculativeRetry(t *testing.T) {
 		t.Errorf("%v speculative reads, want 1", d)
 	}
 	slow.readHookForTesting.Store(nil)
+}
+
+// TestLateReadRepairedToNewestDigest: a QUORUM read whose digest replica
+// hangs speculates to the third replica, whose digest is the newest
+// version; Get reads that value in. The hung replica answers while Get is
+// reading it, and is repaired in the background to the value Get
+// returned, not to the older one the coordinator held when the answers
+// were first gathered.
+func TestLateReadRepairedToNewestDigest(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *Config) {
+		cfg.SpeculativeRetry = 20 * time.Millisecond
+		cfg.ReplicaTimeout = time.Minute
+	})
+	ctx := ctxT(t)
+	key := []byte("late")
+	v1, err := c.nodes[0].Put(ctx, key, []byte("one"), All, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _, _, err := c.nodes[0].liveOwners(key, Quorum, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := c.nodes[0].readOrder(live)
+	slow, newest := c.byID(order[1]), c.byID(order[2])
+	v2 := v1 + 1<<hlcNodeBits
+	if err := newest.SetLocalForTesting(key, []byte("two"), v2); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	hang := func(ctx context.Context, _ [][]byte) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	slow.readHookForTesting.Store(&hang)
+	var newestReads atomic.Int32
+	answerLate := func(context.Context, [][]byte) {
+		if newestReads.Add(1) == 2 { // the value read after its digest
+			close(release)
+			time.Sleep(100 * time.Millisecond) // the late answer arrives meanwhile
+		}
+	}
+	newest.readHookForTesting.Store(&answerLate)
+	background := testutil.ToFloat64(c.nodes[0].m.repairs.WithLabelValues("background"))
+	val, ver, err := c.nodes[0].Get(ctx, key, Quorum)
+	if err != nil || string(val) != "two" || ver != v2 {
+		t.Fatalf("QUORUM get = %q@%d, %v; want two@%d", val, ver, err, v2)
+	}
+	slow.readHookForTesting.Store(nil)
+	newest.readHookForTesting.Store(nil)
+	if n := newestReads.Load(); n != 2 {
+		t.Fatalf("%s served %d reads, want 2 (a digest, then the value)", newest.ID(), n)
+	}
+	waitFor(t, 10*time.Second, "the late replica repaired", func() bool {
+		e, err := slow.ReadLocalForTesting(key)
+		return err == nil && e.Version == v2 && string(e.Value) == "two"
+	})
+	if d := testutil.ToFloat64(c.nodes[0].m.repairs.WithLabelValues("background")) - background; d != 1 {
+		t.Errorf("%v background repairs, want 1", d)
+	}
 }
