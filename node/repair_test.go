@@ -137,13 +137,7 @@ func TestReadSpeculativeRetry(t *testing.T) {
 	}
 	slow := c.byID(c.nodes[0].readOrder(live)[1])
 	release := make(chan struct{})
-	hang := func(ctx context.Context, _ [][]byte) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-	}
-	slow.readHookForTesting.Store(&hang)
+	hangReads(slow, release)
 	defer close(release)
 	before := testutil.ToFloat64(c.nodes[0].m.speculativeReads)
 	if val, _, err := c.nodes[0].Get(ctx, key, Quorum); err != nil || string(val) != "v" {
@@ -183,13 +177,7 @@ func TestLateReadRepairedToNewestDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	hang := func(ctx context.Context, _ [][]byte) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-	}
-	slow.readHookForTesting.Store(&hang)
+	hangReads(slow, release)
 	var newestReads atomic.Int32
 	answerLate := func(context.Context, [][]byte) {
 		if newestReads.Add(1) == 2 { // the value read after its digest
@@ -215,4 +203,16 @@ func TestLateReadRepairedToNewestDigest(t *testing.T) {
 	if d := testutil.ToFloat64(c.nodes[0].m.repairs.WithLabelValues("background")) - background; d != 1 {
 		t.Errorf("%v background repairs, want 1", d)
 	}
+}
+
+// hangReads makes n's Replica service hold every read until release is
+// closed (or the read's context ends).
+func hangReads(n *Node, release <-chan struct{}) {
+	hang := func(ctx context.Context, _ [][]byte) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	n.readHookForTesting.Store(&hang)
 }
