@@ -331,7 +331,7 @@ func (n *Node) Get(ctx context.Context, key []byte, c Consistency) (value []byte
 	}
 	// Late answers are repaired against the answers as they are when Get
 	// returns, with the value of a newest digest read in.
-	defer func() { n.drainReads(late.results, answers, late.remaining) }()
+	defer func() { n.drainReads(late, answers) }()
 	best := answers[0]
 	for _, a := range answers[1:] {
 		if version(a.m) > version(best.m) || (version(a.m) == version(best.m) && !best.complete() && a.complete()) {
@@ -427,6 +427,7 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 	}
 	failed := 0
 	var lastErr error
+	pending := func() lateReads { return lateReads{results: results, remaining: sent - len(answers) - failed} }
 	for len(answers) < need {
 		select {
 		case r := <-results:
@@ -444,7 +445,7 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 				continue
 			}
 			if sent-failed < need {
-				n.drainReads(results, answers, sent-len(answers)-failed)
+				n.drainReads(pending(), answers)
 				return nil, lateReads{}, errorf(ErrUnavailable, "consistency %v needs %d answers, %d replicas answered, %d failed (last: %v)",
 					c, need, len(answers), failed, lastErr)
 			}
@@ -455,14 +456,14 @@ func (n *Node) gatherReads(ctx context.Context, key []byte, c Consistency, order
 				send(dataPending > 0 || hasData(answers))
 			}
 		case <-ctx.Done():
-			n.drainReads(results, answers, sent-len(answers)-failed)
+			n.drainReads(pending(), answers)
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return nil, lateReads{}, ctx.Err()
 			}
 			return nil, lateReads{}, errorf(ErrTimeout, "consistency %v needs %d answers, %d arrived before the deadline", c, need, len(answers))
 		}
 	}
-	return answers, lateReads{results: results, remaining: sent - len(answers) - failed}, nil
+	return answers, pending(), nil
 }
 
 // lateReads are the answers still to come of a read that has enough.
@@ -515,22 +516,22 @@ func (n *Node) repairReads(ctx context.Context, c Consistency, answers []readRes
 // than the newest value seen among all answers. A digest newer than every
 // value is left alone: the write that made it is hinted or repaired by
 // anti-entropy.
-func (n *Node) drainReads(results <-chan readResult, answers []readResult, remaining int) {
-	if remaining == 0 {
+func (n *Node) drainReads(late lateReads, answers []readResult) {
+	if late.remaining == 0 {
 		return
 	}
 	answers = slices.Clone(answers) // the caller's to change once this returns
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
-		var late []readResult
-		for range remaining {
-			if r := <-results; r.err == nil {
-				late = append(late, r)
+		var arrived []readResult
+		for range late.remaining {
+			if r := <-late.results; r.err == nil {
+				arrived = append(arrived, r)
 			}
 		}
 		var best *kvv1.Mutation
-		for _, a := range slices.Concat(answers, late) {
+		for _, a := range slices.Concat(answers, arrived) {
 			if a.complete() && version(a.m) > version(best) {
 				best = a.m
 			}
@@ -538,7 +539,7 @@ func (n *Node) drainReads(results <-chan readResult, answers []readResult, remai
 		if best == nil {
 			return
 		}
-		for _, a := range late {
+		for _, a := range arrived {
 			if version(a.m) < best.Version {
 				n.m.repairs.WithLabelValues("background").Inc()
 				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ReplicaTimeout)
