@@ -64,14 +64,19 @@ type Options struct {
 	Timeout time.Duration
 	// DialOptions are added to the gRPC dial options.
 	DialOptions []grpc.DialOption
+	// Sessions sends Put, Get and Delete on sessions (session.go: one
+	// stream per node carrying many calls) instead of a unary gRPC call
+	// each. Default false.
+	Sessions bool
 }
 
 // Client is a connection to a cluster. It is safe for concurrent use.
 type Client struct {
-	cc   *grpc.ClientConn
-	kv   kvv1.KVClient
-	opts Options
-	last atomic.Uint64
+	cc       *grpc.ClientConn
+	kv       kvv1.KVClient
+	sessions *sessions // nil without Options.Sessions
+	opts     Options
+	last     atomic.Uint64
 }
 
 // New returns a client of the nodes at addrs (gRPC host:port). It does not
@@ -93,25 +98,63 @@ func New(addrs []string, opts *Options) (*Client, error) {
 		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(st)
-	dopts := append([]grpc.DialOption{
+	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		// Reconnect to a restarted node within seconds (grpc's default
 		// backoff grows to two minutes).
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second,
 		}, MinConnectTimeout: 2 * time.Second}),
-	}, o.DialOptions...)
+	}
+	dopts := append(append(base[:len(base):len(base)],
+		grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+	), o.DialOptions...)
 	cc, err := grpc.NewClient(r.Scheme()+":///tierkv", dopts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cc: cc, kv: kvv1.NewKVClient(cc), opts: o}, nil
+	c := &Client{cc: cc, kv: kvv1.NewKVClient(cc), opts: o}
+	if o.Sessions {
+		// A session's connection goes to its node alone.
+		c.sessions = &sessions{}
+		for _, a := range addrs {
+			scc, err := grpc.NewClient("passthrough:///"+a, append(base[:len(base):len(base)], o.DialOptions...)...)
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			c.sessions.ccs = append(c.sessions.ccs, scc)
+			c.sessions.all = append(c.sessions.all, newSession(a, scc))
+		}
+	}
+	return c, nil
 }
 
-// Close closes the connections.
-func (c *Client) Close() error { return c.cc.Close() }
+// Close closes the connections; calls pending on sessions fail.
+func (c *Client) Close() error {
+	err := c.cc.Close()
+	if c.sessions != nil {
+		err = errors.Join(err, c.sessions.close())
+	}
+	return err
+}
+
+// errNoAnswer: a session's answer to a call lacks the call's result.
+var errNoAnswer = fmt.Errorf("%w: session answer without the call's result", ErrUnavailable)
+
+// onSession runs call on a session, unless the client or the nodes use
+// unary calls (ok false).
+func (c *Client) onSession(ctx context.Context, call *kvv1.SessionCall) (_ *kvv1.SessionResult, ok bool, _ error) {
+	if c.sessions == nil || c.sessions.unary.Load() {
+		return nil, false, nil
+	}
+	r, err := c.sessions.do(ctx, call)
+	if errors.Is(err, errNoSession) {
+		return nil, false, nil
+	}
+	return r, true, err
+}
 
 // CallOption changes one call.
 type CallOption func(*call)
@@ -153,7 +196,16 @@ func (c *Client) LastVersion() uint64 { return c.last.Load() }
 func (c *Client) Put(ctx context.Context, key, value []byte, opts ...CallOption) (uint64, error) {
 	ctx, cancel, cl := c.prepare(ctx, opts)
 	defer cancel()
-	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: key, Value: value, Consistency: cl.consistency, LastVersion: c.last.Load()})
+	req := &kvv1.PutRequest{Key: key, Value: value, Consistency: cl.consistency, LastVersion: c.last.Load()}
+	var resp *kvv1.PutResponse
+	r, ok, err := c.onSession(ctx, &kvv1.SessionCall{Call: &kvv1.SessionCall_Put{Put: req}})
+	if ok && err == nil {
+		if resp = r.GetPut(); resp == nil {
+			err = errNoAnswer
+		}
+	} else if !ok {
+		resp, err = c.kv.Put(ctx, req)
+	}
 	if err != nil {
 		return 0, convert(err)
 	}
@@ -166,7 +218,16 @@ func (c *Client) Put(ctx context.Context, key, value []byte, opts ...CallOption)
 func (c *Client) Get(ctx context.Context, key []byte, opts ...CallOption) ([]byte, uint64, error) {
 	ctx, cancel, cl := c.prepare(ctx, opts)
 	defer cancel()
-	resp, err := c.kv.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: cl.consistency})
+	req := &kvv1.GetRequest{Key: key, Consistency: cl.consistency}
+	var resp *kvv1.GetResponse
+	r, ok, err := c.onSession(ctx, &kvv1.SessionCall{Call: &kvv1.SessionCall_Get{Get: req}})
+	if ok && err == nil {
+		if resp = r.GetGet(); resp == nil {
+			err = errNoAnswer
+		}
+	} else if !ok {
+		resp, err = c.kv.Get(ctx, req)
+	}
 	if err != nil {
 		return nil, 0, convert(err)
 	}
@@ -178,7 +239,16 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...CallOption) ([]byt
 func (c *Client) Delete(ctx context.Context, key []byte, opts ...CallOption) (uint64, error) {
 	ctx, cancel, cl := c.prepare(ctx, opts)
 	defer cancel()
-	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: key, Consistency: cl.consistency, LastVersion: c.last.Load()})
+	req := &kvv1.DeleteRequest{Key: key, Consistency: cl.consistency, LastVersion: c.last.Load()}
+	var resp *kvv1.DeleteResponse
+	r, ok, err := c.onSession(ctx, &kvv1.SessionCall{Call: &kvv1.SessionCall_Delete{Delete: req}})
+	if ok && err == nil {
+		if resp = r.GetDelete(); resp == nil {
+			err = errNoAnswer
+		}
+	} else if !ok {
+		resp, err = c.kv.Delete(ctx, req)
+	}
 	if err != nil {
 		return 0, convert(err)
 	}

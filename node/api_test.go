@@ -181,11 +181,19 @@ func TestGRPCClient(t *testing.T) {
 	for _, n := range c.nodes {
 		addrs = append(addrs, n.GRPCAddr())
 	}
-	cl, err := client.New(addrs, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, sessions := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sessions=%v", sessions), func(t *testing.T) {
+			cl, err := client.New(addrs, &client.Options{Sessions: sessions})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			testGRPCClient(t, c, cl, addrs)
+		})
 	}
-	defer cl.Close()
+}
+
+func testGRPCClient(t *testing.T, c *testCluster, cl *client.Client, addrs []string) {
 	ctx := ctxT(t)
 	v1, err := cl.Put(ctx, []byte("k"), []byte("v1"), client.WithConsistency(client.Quorum))
 	if err != nil {
@@ -246,12 +254,16 @@ func TestInFlightBound(t *testing.T) {
 	if resp.StatusCode != 429 {
 		t.Fatalf("GET over the bound: %d %s", resp.StatusCode, body)
 	}
-	cl, _ := client.New([]string{n.GRPCAddr()}, nil)
-	defer cl.Close()
-	if _, err := cl.Put(ctxT(t), []byte("k"), nil); !errors.Is(err, client.ErrResourceExhausted) {
-		t.Fatalf("Put over the bound: %v", err)
+	for _, sessions := range []bool{false, true} {
+		cl, _ := client.New([]string{n.GRPCAddr()}, &client.Options{Sessions: sessions})
+		defer cl.Close()
+		if _, err := cl.Put(ctxT(t), []byte("k"), nil); !errors.Is(err, client.ErrResourceExhausted) {
+			t.Fatalf("Put over the bound (sessions %v): %v", sessions, err)
+		}
 	}
 	release()
+	cl, _ := client.New([]string{n.GRPCAddr()}, &client.Options{Sessions: true})
+	defer cl.Close()
 	if _, err := cl.Put(ctxT(t), []byte("k"), nil); err != nil {
 		t.Fatalf("Put after release: %v", err)
 	}

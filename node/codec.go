@@ -19,8 +19,9 @@ import (
 // grpc-go turns every codec error into INTERNAL before a handler runs, so
 // the server's codec does not fail for the requests of unary methods: it
 // resets the message, remembers the decoding error for it, and the unary
-// interceptor answers INVALID_ARGUMENT without calling the handler. Other
-// messages (streams, whose handlers read them) fail as grpc-go does.
+// interceptor answers INVALID_ARGUMENT without calling the handler. So does
+// KV.Session for its messages (session.go). Other messages (the internode
+// streams, whose handlers read them) fail as grpc-go does.
 
 // strictCodec is the server's protobuf codec.
 type strictCodec struct {
@@ -32,11 +33,12 @@ func newStrictCodec() strictCodec {
 	return strictCodec{CodecV2: encoding.GetCodecV2(proto.Name), bad: new(sync.Map)}
 }
 
-// unaryRequest reports whether v is the request of a unary method, which
-// the interceptor sees.
-func unaryRequest(v any) bool {
+// checkedRequest reports whether v is the request of a unary method, which
+// the interceptor sees, or a session's message.
+func checkedRequest(v any) bool {
 	switch v.(type) {
-	case *kvv1.PutRequest, *kvv1.GetRequest, *kvv1.DeleteRequest, *kvv1.TopologyRequest,
+	case *kvv1.SessionRequest,
+		*kvv1.PutRequest, *kvv1.GetRequest, *kvv1.DeleteRequest, *kvv1.TopologyRequest,
 		*kvv1.ApplyRequest, *kvv1.ReadRequest,
 		*kvv1.PrepareRequest, *kvv1.HashesRequest, *kvv1.LeafDigestsRequest,
 		*kvv1.FetchRequest, *kvv1.PushRequest, *kvv1.IngestRequest:
@@ -48,7 +50,7 @@ func unaryRequest(v any) bool {
 // Unmarshal is part of the encoding.CodecV2 interface.
 func (c strictCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
-	if err == nil || !unaryRequest(v) {
+	if err == nil || !checkedRequest(v) {
 		return err
 	}
 	protoapi.Reset(v.(protoapi.Message))

@@ -33,7 +33,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	}
 	opts = append(opts, n.tracingServerOptions()...)
 	s := grpc.NewServer(opts...)
-	kvv1.RegisterKVServer(s, &kvServer{n: n})
+	kvv1.RegisterKVServer(s, &kvServer{n: n, codec: codec})
 	kvv1.RegisterReplicaServer(s, &replicaServer{n: n})
 	kvv1.RegisterRepairServer(s, &repairServer{n: n})
 	if n.shardSrv != nil {
@@ -49,7 +49,8 @@ func (n *Node) newGRPCServer() *grpc.Server {
 // kvServer is the client API.
 type kvServer struct {
 	kvv1.UnimplementedKVServer
-	n *Node
+	n     *Node
+	codec strictCodec // for Session's malformed messages
 }
 
 func level(c kvv1.Consistency) (Consistency, error) {

@@ -112,11 +112,13 @@ func measureSystem(ctx context.Context, cfg config, name string, counts []int, m
 		levels := strings.Split(cfg.tierkvLevels, ",")
 		switch cfg.tierkvAPI {
 		case "grpc":
-			sys, err = newTierkvGRPC(endpoints, levels)
+			sys, err = newTierkvGRPC(endpoints, levels, false)
+		case "grpc-session":
+			sys, err = newTierkvGRPC(endpoints, levels, true)
 		case "http":
 			sys, err = newTierkvHTTP(endpoints, levels)
 		default:
-			return nil, fmt.Errorf("bad -tierkv-api %q: grpc or http", cfg.tierkvAPI)
+			return nil, fmt.Errorf("bad -tierkv-api %q: grpc, grpc-session or http", cfg.tierkvAPI)
 		}
 	default:
 		return nil, fmt.Errorf("unknown system %q", name)

@@ -82,6 +82,337 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{0}
 }
 
+type SessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         []*SessionCall         `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SessionRequest) GetCalls() []*SessionCall {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+type SessionCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the call in its answer; the client picks it, unique among
+	// the session's pending calls.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// timeout_micros bounds the call like a unary call's deadline (the
+	// node's request_timeout bounds it as well); 0: the node's
+	// request_timeout alone.
+	TimeoutMicros uint64 `protobuf:"varint,2,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	// Types that are valid to be assigned to Call:
+	//
+	//	*SessionCall_Put
+	//	*SessionCall_Get
+	//	*SessionCall_Delete
+	Call          isSessionCall_Call `protobuf_oneof:"call"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionCall) Reset() {
+	*x = SessionCall{}
+	mi := &file_kv_v1_kv_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionCall) ProtoMessage() {}
+
+func (x *SessionCall) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionCall.ProtoReflect.Descriptor instead.
+func (*SessionCall) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionCall) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionCall) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *SessionCall) GetCall() isSessionCall_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *SessionCall) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Call.(*SessionCall_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Call.(*SessionCall_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *SessionCall) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Call.(*SessionCall_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+type isSessionCall_Call interface {
+	isSessionCall_Call()
+}
+
+type SessionCall_Put struct {
+	Put *PutRequest `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type SessionCall_Get struct {
+	Get *GetRequest `protobuf:"bytes,4,opt,name=get,proto3,oneof"`
+}
+
+type SessionCall_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,5,opt,name=delete,proto3,oneof"`
+}
+
+func (*SessionCall_Put) isSessionCall_Call() {}
+
+func (*SessionCall_Get) isSessionCall_Call() {}
+
+func (*SessionCall_Delete) isSessionCall_Call() {}
+
+type SessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*SessionResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SessionResponse) GetResults() []*SessionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SessionResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// code and message are the call's gRPC status (code 0, OK: the answer
+	// is set).
+	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// Types that are valid to be assigned to Answer:
+	//
+	//	*SessionResult_Put
+	//	*SessionResult_Get
+	//	*SessionResult_Delete
+	Answer        isSessionResult_Answer `protobuf_oneof:"answer"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResult) Reset() {
+	*x = SessionResult{}
+	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResult) ProtoMessage() {}
+
+func (x *SessionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResult.ProtoReflect.Descriptor instead.
+func (*SessionResult) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SessionResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SessionResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SessionResult) GetAnswer() isSessionResult_Answer {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *SessionResult) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Answer.(*SessionResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Answer.(*SessionResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *SessionResult) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Answer.(*SessionResult_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+type isSessionResult_Answer interface {
+	isSessionResult_Answer()
+}
+
+type SessionResult_Put struct {
+	Put *PutResponse `protobuf:"bytes,4,opt,name=put,proto3,oneof"`
+}
+
+type SessionResult_Get struct {
+	Get *GetResponse `protobuf:"bytes,5,opt,name=get,proto3,oneof"`
+}
+
+type SessionResult_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,6,opt,name=delete,proto3,oneof"`
+}
+
+func (*SessionResult_Put) isSessionResult_Answer() {}
+
+func (*SessionResult_Get) isSessionResult_Answer() {}
+
+func (*SessionResult_Delete) isSessionResult_Answer() {}
+
 type PutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key is a non-empty UTF-8 string of at most the node's max key size.
@@ -97,7 +428,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[0]
+	mi := &file_kv_v1_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +440,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[0]
+	mi := &file_kv_v1_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +453,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{0}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -162,7 +493,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[1]
+	mi := &file_kv_v1_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +505,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[1]
+	mi := &file_kv_v1_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +518,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{1}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutResponse) GetVersion() uint64 {
@@ -207,7 +538,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	mi := &file_kv_v1_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +550,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	mi := &file_kv_v1_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +563,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -259,7 +590,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	mi := &file_kv_v1_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +602,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	mi := &file_kv_v1_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +615,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetResponse) GetValue() []byte {
@@ -312,7 +643,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[4]
+	mi := &file_kv_v1_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +655,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[4]
+	mi := &file_kv_v1_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +668,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -370,7 +701,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[5]
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +713,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[5]
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +726,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteResponse) GetVersion() uint64 {
@@ -413,7 +744,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[6]
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +756,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[6]
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +769,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
 }
 
 type TopologyResponse struct {
@@ -454,7 +785,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[7]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +797,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[7]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +810,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TopologyResponse) GetEpoch() uint64 {
@@ -520,7 +851,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_kv_v1_kv_proto_msgTypes[8]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +863,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[8]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +876,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetId() string {
@@ -607,7 +938,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +950,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +963,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadStreamRequest) GetSeq() uint64 {
@@ -665,7 +996,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +1008,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +1021,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadStreamResponse) GetSeq() uint64 {
@@ -724,7 +1055,7 @@ type ApplyStreamRequest struct {
 
 func (x *ApplyStreamRequest) Reset() {
 	*x = ApplyStreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1067,7 @@ func (x *ApplyStreamRequest) String() string {
 func (*ApplyStreamRequest) ProtoMessage() {}
 
 func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1080,7 @@ func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamRequest.ProtoReflect.Descriptor instead.
 func (*ApplyStreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyStreamRequest) GetSeq() uint64 {
@@ -779,7 +1110,7 @@ type ApplyStreamResponse struct {
 
 func (x *ApplyStreamResponse) Reset() {
 	*x = ApplyStreamResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1122,7 @@ func (x *ApplyStreamResponse) String() string {
 func (*ApplyStreamResponse) ProtoMessage() {}
 
 func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1135,7 @@ func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamResponse.ProtoReflect.Descriptor instead.
 func (*ApplyStreamResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyStreamResponse) GetSeq() uint64 {
@@ -833,7 +1164,7 @@ type ApplyError struct {
 
 func (x *ApplyError) Reset() {
 	*x = ApplyError{}
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1176,7 @@ func (x *ApplyError) String() string {
 func (*ApplyError) ProtoMessage() {}
 
 func (x *ApplyError) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1189,7 @@ func (x *ApplyError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyError.ProtoReflect.Descriptor instead.
 func (*ApplyError) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyError) GetCode() int32 {
@@ -887,7 +1218,7 @@ type Mutation struct {
 
 func (x *Mutation) Reset() {
 	*x = Mutation{}
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1230,7 @@ func (x *Mutation) String() string {
 func (*Mutation) ProtoMessage() {}
 
 func (x *Mutation) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1243,7 @@ func (x *Mutation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
 func (*Mutation) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Mutation) GetKey() []byte {
@@ -952,7 +1283,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1295,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1308,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyRequest) GetMutation() *Mutation {
@@ -995,7 +1326,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1338,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1351,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
 }
 
 type ReadRequest struct {
@@ -1037,7 +1368,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1380,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1393,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadRequest) GetKey() []byte {
@@ -1090,7 +1421,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1433,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1446,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadResponse) GetFound() bool {
@@ -1144,7 +1475,7 @@ type TokenRange struct {
 
 func (x *TokenRange) Reset() {
 	*x = TokenRange{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1487,7 @@ func (x *TokenRange) String() string {
 func (*TokenRange) ProtoMessage() {}
 
 func (x *TokenRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1500,7 @@ func (x *TokenRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRange.ProtoReflect.Descriptor instead.
 func (*TokenRange) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TokenRange) GetStart() uint64 {
@@ -1195,7 +1526,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1538,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1551,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IngestRequest) GetEntries() []*Mutation {
@@ -1238,7 +1569,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1581,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1594,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 type PrepareRequest struct {
@@ -1276,7 +1607,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1619,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1632,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PrepareRequest) GetRanges() []*TokenRange {
@@ -1327,7 +1658,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1670,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1683,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PrepareResponse) GetRoots() []uint64 {
@@ -1372,7 +1703,7 @@ type HashesRequest struct {
 
 func (x *HashesRequest) Reset() {
 	*x = HashesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1715,7 @@ func (x *HashesRequest) String() string {
 func (*HashesRequest) ProtoMessage() {}
 
 func (x *HashesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1728,7 @@ func (x *HashesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesRequest.ProtoReflect.Descriptor instead.
 func (*HashesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HashesRequest) GetRange() *TokenRange {
@@ -1423,7 +1754,7 @@ type HashesResponse struct {
 
 func (x *HashesResponse) Reset() {
 	*x = HashesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1766,7 @@ func (x *HashesResponse) String() string {
 func (*HashesResponse) ProtoMessage() {}
 
 func (x *HashesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1779,7 @@ func (x *HashesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashesResponse.ProtoReflect.Descriptor instead.
 func (*HashesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HashesResponse) GetHashes() []uint64 {
@@ -1468,7 +1799,7 @@ type LeafSet struct {
 
 func (x *LeafSet) Reset() {
 	*x = LeafSet{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1811,7 @@ func (x *LeafSet) String() string {
 func (*LeafSet) ProtoMessage() {}
 
 func (x *LeafSet) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1824,7 @@ func (x *LeafSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafSet.ProtoReflect.Descriptor instead.
 func (*LeafSet) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeafSet) GetRange() *TokenRange {
@@ -1520,7 +1851,7 @@ type LeafDigestsRequest struct {
 
 func (x *LeafDigestsRequest) Reset() {
 	*x = LeafDigestsRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1863,7 @@ func (x *LeafDigestsRequest) String() string {
 func (*LeafDigestsRequest) ProtoMessage() {}
 
 func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1876,7 @@ func (x *LeafDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsRequest.ProtoReflect.Descriptor instead.
 func (*LeafDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeafDigestsRequest) GetDepth() uint32 {
@@ -1572,7 +1903,7 @@ type LeafDigestsResponse struct {
 
 func (x *LeafDigestsResponse) Reset() {
 	*x = LeafDigestsResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1915,7 @@ func (x *LeafDigestsResponse) String() string {
 func (*LeafDigestsResponse) ProtoMessage() {}
 
 func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1928,7 @@ func (x *LeafDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafDigestsResponse.ProtoReflect.Descriptor instead.
 func (*LeafDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LeafDigestsResponse) GetDigests() []byte {
@@ -1616,7 +1947,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1959,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1972,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FetchRequest) GetKeys() [][]byte {
@@ -1661,7 +1992,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +2004,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +2017,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FetchResponse) GetEntries() []*Mutation {
@@ -1712,7 +2043,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +2055,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +2068,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushRequest) GetEntries() []*Mutation {
@@ -1755,7 +2086,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2098,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2111,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 type StreamRequest struct {
@@ -1797,7 +2128,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +2140,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2153,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StreamRequest) GetRanges() []*TokenRange {
@@ -1855,7 +2186,7 @@ type StreamBatch struct {
 
 func (x *StreamBatch) Reset() {
 	*x = StreamBatch{}
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2198,7 @@ func (x *StreamBatch) String() string {
 func (*StreamBatch) ProtoMessage() {}
 
 func (x *StreamBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2211,7 @@ func (x *StreamBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatch.ProtoReflect.Descriptor instead.
 func (*StreamBatch) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StreamBatch) GetEntries() []*Mutation {
@@ -1894,7 +2225,26 @@ var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x0ekv/v1/kv.proto\x12\ftierkv.kv.v1\"\x94\x01\n" +
+	"\x0ekv/v1/kv.proto\x12\ftierkv.kv.v1\"A\n" +
+	"\x0eSessionRequest\x12/\n" +
+	"\x05calls\x18\x01 \x03(\v2\x19.tierkv.kv.v1.SessionCallR\x05calls\"\xdf\x01\n" +
+	"\vSessionCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
+	"\x0etimeout_micros\x18\x02 \x01(\x04R\rtimeoutMicros\x12,\n" +
+	"\x03put\x18\x03 \x01(\v2\x18.tierkv.kv.v1.PutRequestH\x00R\x03put\x12,\n" +
+	"\x03get\x18\x04 \x01(\v2\x18.tierkv.kv.v1.GetRequestH\x00R\x03get\x125\n" +
+	"\x06delete\x18\x05 \x01(\v2\x1b.tierkv.kv.v1.DeleteRequestH\x00R\x06deleteB\x06\n" +
+	"\x04call\"H\n" +
+	"\x0fSessionResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.tierkv.kv.v1.SessionResultR\aresults\"\xed\x01\n" +
+	"\rSessionResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12-\n" +
+	"\x03put\x18\x04 \x01(\v2\x19.tierkv.kv.v1.PutResponseH\x00R\x03put\x12-\n" +
+	"\x03get\x18\x05 \x01(\v2\x19.tierkv.kv.v1.GetResponseH\x00R\x03get\x126\n" +
+	"\x06delete\x18\x06 \x01(\v2\x1c.tierkv.kv.v1.DeleteResponseH\x00R\x06deleteB\b\n" +
+	"\x06answer\"\x94\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
@@ -2006,12 +2356,13 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03ONE\x10\x01\x12\n" +
 	"\n" +
 	"\x06QUORUM\x10\x02\x12\a\n" +
-	"\x03ALL\x10\x032\x8c\x02\n" +
+	"\x03ALL\x10\x032\xd8\x02\n" +
 	"\x02KV\x12:\n" +
 	"\x03Put\x12\x18.tierkv.kv.v1.PutRequest\x1a\x19.tierkv.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.tierkv.kv.v1.GetRequest\x1a\x19.tierkv.kv.v1.GetResponse\x12C\n" +
 	"\x06Delete\x12\x1b.tierkv.kv.v1.DeleteRequest\x1a\x1c.tierkv.kv.v1.DeleteResponse\x12I\n" +
-	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse2\xb7\x02\n" +
+	"\bTopology\x12\x1d.tierkv.kv.v1.TopologyRequest\x1a\x1e.tierkv.kv.v1.TopologyResponse\x12J\n" +
+	"\aSession\x12\x1c.tierkv.kv.v1.SessionRequest\x1a\x1d.tierkv.kv.v1.SessionResponse(\x010\x012\xb7\x02\n" +
 	"\aReplica\x12@\n" +
 	"\x05Apply\x12\x1a.tierkv.kv.v1.ApplyRequest\x1a\x1b.tierkv.kv.v1.ApplyResponse\x12=\n" +
 	"\x04Read\x12\x19.tierkv.kv.v1.ReadRequest\x1a\x1a.tierkv.kv.v1.ReadResponse\x12V\n" +
@@ -2040,101 +2391,115 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),            // 0: tierkv.kv.v1.Consistency
-	(*PutRequest)(nil),          // 1: tierkv.kv.v1.PutRequest
-	(*PutResponse)(nil),         // 2: tierkv.kv.v1.PutResponse
-	(*GetRequest)(nil),          // 3: tierkv.kv.v1.GetRequest
-	(*GetResponse)(nil),         // 4: tierkv.kv.v1.GetResponse
-	(*DeleteRequest)(nil),       // 5: tierkv.kv.v1.DeleteRequest
-	(*DeleteResponse)(nil),      // 6: tierkv.kv.v1.DeleteResponse
-	(*TopologyRequest)(nil),     // 7: tierkv.kv.v1.TopologyRequest
-	(*TopologyResponse)(nil),    // 8: tierkv.kv.v1.TopologyResponse
-	(*Member)(nil),              // 9: tierkv.kv.v1.Member
-	(*ReadStreamRequest)(nil),   // 10: tierkv.kv.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),  // 11: tierkv.kv.v1.ReadStreamResponse
-	(*ApplyStreamRequest)(nil),  // 12: tierkv.kv.v1.ApplyStreamRequest
-	(*ApplyStreamResponse)(nil), // 13: tierkv.kv.v1.ApplyStreamResponse
-	(*ApplyError)(nil),          // 14: tierkv.kv.v1.ApplyError
-	(*Mutation)(nil),            // 15: tierkv.kv.v1.Mutation
-	(*ApplyRequest)(nil),        // 16: tierkv.kv.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 17: tierkv.kv.v1.ApplyResponse
-	(*ReadRequest)(nil),         // 18: tierkv.kv.v1.ReadRequest
-	(*ReadResponse)(nil),        // 19: tierkv.kv.v1.ReadResponse
-	(*TokenRange)(nil),          // 20: tierkv.kv.v1.TokenRange
-	(*IngestRequest)(nil),       // 21: tierkv.kv.v1.IngestRequest
-	(*IngestResponse)(nil),      // 22: tierkv.kv.v1.IngestResponse
-	(*PrepareRequest)(nil),      // 23: tierkv.kv.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 24: tierkv.kv.v1.PrepareResponse
-	(*HashesRequest)(nil),       // 25: tierkv.kv.v1.HashesRequest
-	(*HashesResponse)(nil),      // 26: tierkv.kv.v1.HashesResponse
-	(*LeafSet)(nil),             // 27: tierkv.kv.v1.LeafSet
-	(*LeafDigestsRequest)(nil),  // 28: tierkv.kv.v1.LeafDigestsRequest
-	(*LeafDigestsResponse)(nil), // 29: tierkv.kv.v1.LeafDigestsResponse
-	(*FetchRequest)(nil),        // 30: tierkv.kv.v1.FetchRequest
-	(*FetchResponse)(nil),       // 31: tierkv.kv.v1.FetchResponse
-	(*PushRequest)(nil),         // 32: tierkv.kv.v1.PushRequest
-	(*PushResponse)(nil),        // 33: tierkv.kv.v1.PushResponse
-	(*StreamRequest)(nil),       // 34: tierkv.kv.v1.StreamRequest
-	(*StreamBatch)(nil),         // 35: tierkv.kv.v1.StreamBatch
+	(*SessionRequest)(nil),      // 1: tierkv.kv.v1.SessionRequest
+	(*SessionCall)(nil),         // 2: tierkv.kv.v1.SessionCall
+	(*SessionResponse)(nil),     // 3: tierkv.kv.v1.SessionResponse
+	(*SessionResult)(nil),       // 4: tierkv.kv.v1.SessionResult
+	(*PutRequest)(nil),          // 5: tierkv.kv.v1.PutRequest
+	(*PutResponse)(nil),         // 6: tierkv.kv.v1.PutResponse
+	(*GetRequest)(nil),          // 7: tierkv.kv.v1.GetRequest
+	(*GetResponse)(nil),         // 8: tierkv.kv.v1.GetResponse
+	(*DeleteRequest)(nil),       // 9: tierkv.kv.v1.DeleteRequest
+	(*DeleteResponse)(nil),      // 10: tierkv.kv.v1.DeleteResponse
+	(*TopologyRequest)(nil),     // 11: tierkv.kv.v1.TopologyRequest
+	(*TopologyResponse)(nil),    // 12: tierkv.kv.v1.TopologyResponse
+	(*Member)(nil),              // 13: tierkv.kv.v1.Member
+	(*ReadStreamRequest)(nil),   // 14: tierkv.kv.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),  // 15: tierkv.kv.v1.ReadStreamResponse
+	(*ApplyStreamRequest)(nil),  // 16: tierkv.kv.v1.ApplyStreamRequest
+	(*ApplyStreamResponse)(nil), // 17: tierkv.kv.v1.ApplyStreamResponse
+	(*ApplyError)(nil),          // 18: tierkv.kv.v1.ApplyError
+	(*Mutation)(nil),            // 19: tierkv.kv.v1.Mutation
+	(*ApplyRequest)(nil),        // 20: tierkv.kv.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 21: tierkv.kv.v1.ApplyResponse
+	(*ReadRequest)(nil),         // 22: tierkv.kv.v1.ReadRequest
+	(*ReadResponse)(nil),        // 23: tierkv.kv.v1.ReadResponse
+	(*TokenRange)(nil),          // 24: tierkv.kv.v1.TokenRange
+	(*IngestRequest)(nil),       // 25: tierkv.kv.v1.IngestRequest
+	(*IngestResponse)(nil),      // 26: tierkv.kv.v1.IngestResponse
+	(*PrepareRequest)(nil),      // 27: tierkv.kv.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 28: tierkv.kv.v1.PrepareResponse
+	(*HashesRequest)(nil),       // 29: tierkv.kv.v1.HashesRequest
+	(*HashesResponse)(nil),      // 30: tierkv.kv.v1.HashesResponse
+	(*LeafSet)(nil),             // 31: tierkv.kv.v1.LeafSet
+	(*LeafDigestsRequest)(nil),  // 32: tierkv.kv.v1.LeafDigestsRequest
+	(*LeafDigestsResponse)(nil), // 33: tierkv.kv.v1.LeafDigestsResponse
+	(*FetchRequest)(nil),        // 34: tierkv.kv.v1.FetchRequest
+	(*FetchResponse)(nil),       // 35: tierkv.kv.v1.FetchResponse
+	(*PushRequest)(nil),         // 36: tierkv.kv.v1.PushRequest
+	(*PushResponse)(nil),        // 37: tierkv.kv.v1.PushResponse
+	(*StreamRequest)(nil),       // 38: tierkv.kv.v1.StreamRequest
+	(*StreamBatch)(nil),         // 39: tierkv.kv.v1.StreamBatch
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
-	0,  // 0: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
-	0,  // 1: tierkv.kv.v1.GetRequest.consistency:type_name -> tierkv.kv.v1.Consistency
-	0,  // 2: tierkv.kv.v1.DeleteRequest.consistency:type_name -> tierkv.kv.v1.Consistency
-	9,  // 3: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
-	18, // 4: tierkv.kv.v1.ReadStreamRequest.reads:type_name -> tierkv.kv.v1.ReadRequest
-	19, // 5: tierkv.kv.v1.ReadStreamResponse.reads:type_name -> tierkv.kv.v1.ReadResponse
-	14, // 6: tierkv.kv.v1.ReadStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
-	15, // 7: tierkv.kv.v1.ApplyStreamRequest.mutations:type_name -> tierkv.kv.v1.Mutation
-	14, // 8: tierkv.kv.v1.ApplyStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
-	15, // 9: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
-	15, // 10: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
-	15, // 11: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	20, // 12: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	20, // 13: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
-	20, // 14: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
-	27, // 15: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
-	15, // 16: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
-	15, // 17: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
-	20, // 18: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
-	15, // 19: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
-	1,  // 20: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
-	3,  // 21: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
-	5,  // 22: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
-	7,  // 23: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
-	16, // 24: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
-	18, // 25: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
-	12, // 26: tierkv.kv.v1.Replica.ApplyStream:input_type -> tierkv.kv.v1.ApplyStreamRequest
-	10, // 27: tierkv.kv.v1.Replica.ReadStream:input_type -> tierkv.kv.v1.ReadStreamRequest
-	23, // 28: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
-	25, // 29: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
-	28, // 30: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
-	30, // 31: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
-	32, // 32: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
-	34, // 33: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
-	21, // 34: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
-	2,  // 35: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
-	4,  // 36: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
-	6,  // 37: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
-	8,  // 38: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
-	17, // 39: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
-	19, // 40: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
-	13, // 41: tierkv.kv.v1.Replica.ApplyStream:output_type -> tierkv.kv.v1.ApplyStreamResponse
-	11, // 42: tierkv.kv.v1.Replica.ReadStream:output_type -> tierkv.kv.v1.ReadStreamResponse
-	24, // 43: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
-	26, // 44: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
-	29, // 45: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
-	31, // 46: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
-	33, // 47: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
-	35, // 48: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
-	22, // 49: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
-	35, // [35:50] is the sub-list for method output_type
-	20, // [20:35] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	2,  // 0: tierkv.kv.v1.SessionRequest.calls:type_name -> tierkv.kv.v1.SessionCall
+	5,  // 1: tierkv.kv.v1.SessionCall.put:type_name -> tierkv.kv.v1.PutRequest
+	7,  // 2: tierkv.kv.v1.SessionCall.get:type_name -> tierkv.kv.v1.GetRequest
+	9,  // 3: tierkv.kv.v1.SessionCall.delete:type_name -> tierkv.kv.v1.DeleteRequest
+	4,  // 4: tierkv.kv.v1.SessionResponse.results:type_name -> tierkv.kv.v1.SessionResult
+	6,  // 5: tierkv.kv.v1.SessionResult.put:type_name -> tierkv.kv.v1.PutResponse
+	8,  // 6: tierkv.kv.v1.SessionResult.get:type_name -> tierkv.kv.v1.GetResponse
+	10, // 7: tierkv.kv.v1.SessionResult.delete:type_name -> tierkv.kv.v1.DeleteResponse
+	0,  // 8: tierkv.kv.v1.PutRequest.consistency:type_name -> tierkv.kv.v1.Consistency
+	0,  // 9: tierkv.kv.v1.GetRequest.consistency:type_name -> tierkv.kv.v1.Consistency
+	0,  // 10: tierkv.kv.v1.DeleteRequest.consistency:type_name -> tierkv.kv.v1.Consistency
+	13, // 11: tierkv.kv.v1.TopologyResponse.members:type_name -> tierkv.kv.v1.Member
+	22, // 12: tierkv.kv.v1.ReadStreamRequest.reads:type_name -> tierkv.kv.v1.ReadRequest
+	23, // 13: tierkv.kv.v1.ReadStreamResponse.reads:type_name -> tierkv.kv.v1.ReadResponse
+	18, // 14: tierkv.kv.v1.ReadStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
+	19, // 15: tierkv.kv.v1.ApplyStreamRequest.mutations:type_name -> tierkv.kv.v1.Mutation
+	18, // 16: tierkv.kv.v1.ApplyStreamResponse.errors:type_name -> tierkv.kv.v1.ApplyError
+	19, // 17: tierkv.kv.v1.ApplyRequest.mutation:type_name -> tierkv.kv.v1.Mutation
+	19, // 18: tierkv.kv.v1.ReadResponse.mutation:type_name -> tierkv.kv.v1.Mutation
+	19, // 19: tierkv.kv.v1.IngestRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	24, // 20: tierkv.kv.v1.PrepareRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	24, // 21: tierkv.kv.v1.HashesRequest.range:type_name -> tierkv.kv.v1.TokenRange
+	24, // 22: tierkv.kv.v1.LeafSet.range:type_name -> tierkv.kv.v1.TokenRange
+	31, // 23: tierkv.kv.v1.LeafDigestsRequest.sets:type_name -> tierkv.kv.v1.LeafSet
+	19, // 24: tierkv.kv.v1.FetchResponse.entries:type_name -> tierkv.kv.v1.Mutation
+	19, // 25: tierkv.kv.v1.PushRequest.entries:type_name -> tierkv.kv.v1.Mutation
+	24, // 26: tierkv.kv.v1.StreamRequest.ranges:type_name -> tierkv.kv.v1.TokenRange
+	19, // 27: tierkv.kv.v1.StreamBatch.entries:type_name -> tierkv.kv.v1.Mutation
+	5,  // 28: tierkv.kv.v1.KV.Put:input_type -> tierkv.kv.v1.PutRequest
+	7,  // 29: tierkv.kv.v1.KV.Get:input_type -> tierkv.kv.v1.GetRequest
+	9,  // 30: tierkv.kv.v1.KV.Delete:input_type -> tierkv.kv.v1.DeleteRequest
+	11, // 31: tierkv.kv.v1.KV.Topology:input_type -> tierkv.kv.v1.TopologyRequest
+	1,  // 32: tierkv.kv.v1.KV.Session:input_type -> tierkv.kv.v1.SessionRequest
+	20, // 33: tierkv.kv.v1.Replica.Apply:input_type -> tierkv.kv.v1.ApplyRequest
+	22, // 34: tierkv.kv.v1.Replica.Read:input_type -> tierkv.kv.v1.ReadRequest
+	16, // 35: tierkv.kv.v1.Replica.ApplyStream:input_type -> tierkv.kv.v1.ApplyStreamRequest
+	14, // 36: tierkv.kv.v1.Replica.ReadStream:input_type -> tierkv.kv.v1.ReadStreamRequest
+	27, // 37: tierkv.kv.v1.Repair.Prepare:input_type -> tierkv.kv.v1.PrepareRequest
+	29, // 38: tierkv.kv.v1.Repair.Hashes:input_type -> tierkv.kv.v1.HashesRequest
+	32, // 39: tierkv.kv.v1.Repair.LeafDigests:input_type -> tierkv.kv.v1.LeafDigestsRequest
+	34, // 40: tierkv.kv.v1.Repair.Fetch:input_type -> tierkv.kv.v1.FetchRequest
+	36, // 41: tierkv.kv.v1.Repair.Push:input_type -> tierkv.kv.v1.PushRequest
+	38, // 42: tierkv.kv.v1.Repair.Stream:input_type -> tierkv.kv.v1.StreamRequest
+	25, // 43: tierkv.kv.v1.Repair.Ingest:input_type -> tierkv.kv.v1.IngestRequest
+	6,  // 44: tierkv.kv.v1.KV.Put:output_type -> tierkv.kv.v1.PutResponse
+	8,  // 45: tierkv.kv.v1.KV.Get:output_type -> tierkv.kv.v1.GetResponse
+	10, // 46: tierkv.kv.v1.KV.Delete:output_type -> tierkv.kv.v1.DeleteResponse
+	12, // 47: tierkv.kv.v1.KV.Topology:output_type -> tierkv.kv.v1.TopologyResponse
+	3,  // 48: tierkv.kv.v1.KV.Session:output_type -> tierkv.kv.v1.SessionResponse
+	21, // 49: tierkv.kv.v1.Replica.Apply:output_type -> tierkv.kv.v1.ApplyResponse
+	23, // 50: tierkv.kv.v1.Replica.Read:output_type -> tierkv.kv.v1.ReadResponse
+	17, // 51: tierkv.kv.v1.Replica.ApplyStream:output_type -> tierkv.kv.v1.ApplyStreamResponse
+	15, // 52: tierkv.kv.v1.Replica.ReadStream:output_type -> tierkv.kv.v1.ReadStreamResponse
+	28, // 53: tierkv.kv.v1.Repair.Prepare:output_type -> tierkv.kv.v1.PrepareResponse
+	30, // 54: tierkv.kv.v1.Repair.Hashes:output_type -> tierkv.kv.v1.HashesResponse
+	33, // 55: tierkv.kv.v1.Repair.LeafDigests:output_type -> tierkv.kv.v1.LeafDigestsResponse
+	35, // 56: tierkv.kv.v1.Repair.Fetch:output_type -> tierkv.kv.v1.FetchResponse
+	37, // 57: tierkv.kv.v1.Repair.Push:output_type -> tierkv.kv.v1.PushResponse
+	39, // 58: tierkv.kv.v1.Repair.Stream:output_type -> tierkv.kv.v1.StreamBatch
+	26, // 59: tierkv.kv.v1.Repair.Ingest:output_type -> tierkv.kv.v1.IngestResponse
+	44, // [44:60] is the sub-list for method output_type
+	28, // [28:44] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -2142,13 +2507,23 @@ func file_kv_v1_kv_proto_init() {
 	if File_kv_v1_kv_proto != nil {
 		return
 	}
+	file_kv_v1_kv_proto_msgTypes[1].OneofWrappers = []any{
+		(*SessionCall_Put)(nil),
+		(*SessionCall_Get)(nil),
+		(*SessionCall_Delete)(nil),
+	}
+	file_kv_v1_kv_proto_msgTypes[3].OneofWrappers = []any{
+		(*SessionResult_Put)(nil),
+		(*SessionResult_Get)(nil),
+		(*SessionResult_Delete)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -27,6 +27,7 @@ const (
 	KV_Get_FullMethodName      = "/tierkv.kv.v1.KV/Get"
 	KV_Delete_FullMethodName   = "/tierkv.kv.v1.KV/Delete"
 	KV_Topology_FullMethodName = "/tierkv.kv.v1.KV/Topology"
+	KV_Session_FullMethodName  = "/tierkv.kv.v1.KV/Session"
 )
 
 // KVClient is the client API for KV service.
@@ -49,6 +50,17 @@ type KVClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// Topology describes the ring for ring-aware clients.
 	Topology(ctx context.Context, in *TopologyRequest, opts ...grpc.CallOption) (*TopologyResponse, error)
+	// Session carries many Put, Get and Delete calls on one stream, as
+	// Cassandra's native protocol multiplexes requests on a connection: the
+	// client tags each call with an id, the node runs the calls of a
+	// session concurrently and answers each by its id, in the order they
+	// finish, many answers to a message when they finish together. A call
+	// is answered exactly as the unary method would answer it (its status
+	// code and message in SessionResult). A unary call costs an HTTP/2
+	// stream with its headers and trailers, a call on a session a few bytes
+	// of a DATA frame. A malformed message ends the session with
+	// INVALID_ARGUMENT; the client's calls still pending then fail.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
 type kVClient struct {
@@ -99,6 +111,19 @@ func (c *kVClient) Topology(ctx context.Context, in *TopologyRequest, opts ...gr
 	return out, nil
 }
 
+func (c *kVClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -119,6 +144,17 @@ type KVServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Topology describes the ring for ring-aware clients.
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
+	// Session carries many Put, Get and Delete calls on one stream, as
+	// Cassandra's native protocol multiplexes requests on a connection: the
+	// client tags each call with an id, the node runs the calls of a
+	// session concurrently and answers each by its id, in the order they
+	// finish, many answers to a message when they finish together. A call
+	// is answered exactly as the unary method would answer it (its status
+	// code and message in SessionResult). A unary call costs an HTTP/2
+	// stream with its headers and trailers, a call on a session a few bytes
+	// of a DATA frame. A malformed message ends the session with
+	// INVALID_ARGUMENT; the client's calls still pending then fail.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -140,6 +176,9 @@ func (UnimplementedKVServer) Delete(context.Context, *DeleteRequest) (*DeleteRes
 }
 func (UnimplementedKVServer) Topology(context.Context, *TopologyRequest) (*TopologyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Topology not implemented")
+}
+func (UnimplementedKVServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -234,6 +273,13 @@ func _KV_Topology_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -258,7 +304,14 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Topology_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Session",
+			Handler:       _KV_Session_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kv/v1/kv.proto",
 }
 
