@@ -46,22 +46,26 @@ type session struct {
 	wake   chan struct{} // capacity 1: calls are queued
 	stop   chan struct{} // closed by close
 
-	mu      sync.Mutex
-	st      *sessionStream // nil: not open
-	queue   []*kvv1.SessionCall
-	pending map[uint64]chan sessionResult
-	nextID  uint64
-	closed  bool
+	mu     sync.Mutex
+	st     *sessionStream // nil: not open
+	nextID uint64
+	closed bool
 }
 
-// sessionStream is one open stream of a session.
+// sessionStream is one open stream of a session. Its calls, queued and
+// pending, are its own: when it breaks they fail, and a new stream starts
+// empty.
 type sessionStream struct {
 	stream kvv1.KV_SessionClient
 	cancel context.CancelFunc
+
+	// Guarded by the session's mu.
+	queue   []*kvv1.SessionCall           // not yet sent
+	pending map[uint64]chan sessionResult // sent or queued, not answered
 }
 
 func newSession(addr string, cc *grpc.ClientConn) *session {
-	s := &session{addr: addr, kv: kvv1.NewKVClient(cc), wake: make(chan struct{}, 1), stop: make(chan struct{}), pending: map[uint64]chan sessionResult{}}
+	s := &session{addr: addr, kv: kvv1.NewKVClient(cc), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	go s.sendLoop()
 	return s
 }
@@ -102,7 +106,7 @@ func (s *session) open(ctx context.Context) (*sessionStream, error) {
 		}
 		return nil, convert(err)
 	}
-	st = &sessionStream{stream: stream, cancel: cancel}
+	st = &sessionStream{stream: stream, cancel: cancel, pending: map[uint64]chan sessionResult{}}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -125,14 +129,15 @@ func (s *session) do(ctx context.Context, c *kvv1.SessionCall) (*kvv1.SessionRes
 	}
 	done := make(chan sessionResult, 1)
 	s.mu.Lock()
-	if s.st == nil { // broke since open
+	st := s.st
+	if st == nil { // broke since open
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: session with %s ended", ErrUnavailable, s.addr)
 	}
 	s.nextID++
 	c.Id = s.nextID
-	s.pending[c.Id] = done
-	s.queue = append(s.queue, c)
+	st.pending[c.Id] = done
+	st.queue = append(st.queue, c)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -149,7 +154,7 @@ func (s *session) do(ctx context.Context, c *kvv1.SessionCall) (*kvv1.SessionRes
 		return r.r, nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		delete(s.pending, c.Id) // a late answer is dropped
+		delete(st.pending, c.Id) // a late answer is dropped
 		s.mu.Unlock()
 		return nil, convert(status.FromContextError(ctx.Err()).Err())
 	}
@@ -166,17 +171,17 @@ func (s *session) sendLoop() {
 		for {
 			s.mu.Lock()
 			st := s.st
-			if len(s.queue) == 0 || st == nil {
+			if st == nil || len(st.queue) == 0 {
 				s.mu.Unlock()
 				break
 			}
 			n, size := 0, 0
-			for n < len(s.queue) && n < maxSessionCalls && (n == 0 || size+callSize(s.queue[n]) <= maxSessionBytes) {
-				size += callSize(s.queue[n])
+			for n < len(st.queue) && n < maxSessionCalls && (n == 0 || size+callSize(st.queue[n]) <= maxSessionBytes) {
+				size += callSize(st.queue[n])
 				n++
 			}
-			req := &kvv1.SessionRequest{Calls: s.queue[:n:n]}
-			s.queue = s.queue[n:]
+			req := &kvv1.SessionRequest{Calls: st.queue[:n:n]}
+			st.queue = st.queue[n:]
 			s.mu.Unlock()
 			if err := st.stream.Send(req); err != nil {
 				// Send reports io.EOF when the stream ended; Recv has
@@ -209,8 +214,8 @@ func (s *session) recvLoop(st *sessionStream) {
 		}
 		s.mu.Lock()
 		for _, r := range resp.Results {
-			if done, ok := s.pending[r.Id]; ok {
-				delete(s.pending, r.Id)
+			if done, ok := st.pending[r.Id]; ok {
+				delete(st.pending, r.Id)
 				done <- sessionResult{r: r}
 			}
 		}
@@ -235,11 +240,11 @@ func (s *session) broke(st *sessionStream, err error) {
 	} else {
 		err = fmt.Errorf("%w: session with %s broke: %v", ErrUnavailable, s.addr, err)
 	}
-	for id, done := range s.pending {
+	for id, done := range st.pending {
 		done <- sessionResult{err: err}
-		delete(s.pending, id)
+		delete(st.pending, id)
 	}
-	s.queue = nil
+	st.queue = nil
 }
 
 func (s *session) close() {
