@@ -64,17 +64,17 @@ type Options struct {
 	Timeout time.Duration
 	// DialOptions are added to the gRPC dial options.
 	DialOptions []grpc.DialOption
-	// Sessions sends Put, Get and Delete on sessions (session.go: one
-	// stream per node carrying many calls) instead of a unary gRPC call
-	// each. Default false.
-	Sessions bool
+	// Unary sends every Put, Get and Delete as a unary gRPC call of its
+	// own instead of on the client's sessions (session.go: one stream per
+	// node carrying many calls). Default false.
+	Unary bool
 }
 
 // Client is a connection to a cluster. It is safe for concurrent use.
 type Client struct {
 	cc       *grpc.ClientConn
 	kv       kvv1.KVClient
-	sessions *sessions // nil without Options.Sessions
+	sessions *sessions // nil with Options.Unary
 	opts     Options
 	last     atomic.Uint64
 }
@@ -115,7 +115,7 @@ func New(addrs []string, opts *Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cc: cc, kv: kvv1.NewKVClient(cc), opts: o}
-	if o.Sessions {
+	if !o.Unary {
 		// A session's connection goes to its node alone.
 		c.sessions = &sessions{}
 		for _, a := range addrs {

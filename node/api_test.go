@@ -181,9 +181,9 @@ func TestGRPCClient(t *testing.T) {
 	for _, n := range c.nodes {
 		addrs = append(addrs, n.GRPCAddr())
 	}
-	for _, sessions := range []bool{false, true} {
-		t.Run(fmt.Sprintf("sessions=%v", sessions), func(t *testing.T) {
-			cl, err := client.New(addrs, &client.Options{Sessions: sessions})
+	for _, unary := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unary=%v", unary), func(t *testing.T) {
+			cl, err := client.New(addrs, &client.Options{Unary: unary})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,15 +254,15 @@ func TestInFlightBound(t *testing.T) {
 	if resp.StatusCode != 429 {
 		t.Fatalf("GET over the bound: %d %s", resp.StatusCode, body)
 	}
-	for _, sessions := range []bool{false, true} {
-		cl, _ := client.New([]string{n.GRPCAddr()}, &client.Options{Sessions: sessions})
+	for _, unary := range []bool{false, true} {
+		cl, _ := client.New([]string{n.GRPCAddr()}, &client.Options{Unary: unary})
 		defer cl.Close()
 		if _, err := cl.Put(ctxT(t), []byte("k"), nil); !errors.Is(err, client.ErrResourceExhausted) {
-			t.Fatalf("Put over the bound (sessions %v): %v", sessions, err)
+			t.Fatalf("Put over the bound (unary %v): %v", unary, err)
 		}
 	}
 	release()
-	cl, _ := client.New([]string{n.GRPCAddr()}, &client.Options{Sessions: true})
+	cl, _ := client.New([]string{n.GRPCAddr()}, nil)
 	defer cl.Close()
 	if _, err := cl.Put(ctxT(t), []byte("k"), nil); err != nil {
 		t.Fatalf("Put after release: %v", err)

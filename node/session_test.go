@@ -23,7 +23,7 @@ func TestSessionConcurrentCalls(t *testing.T) {
 	for _, n := range c.nodes {
 		addrs = append(addrs, n.GRPCAddr())
 	}
-	cl, err := client.New(addrs, &client.Options{Sessions: true})
+	cl, err := client.New(addrs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestSessionNodeDown(t *testing.T) {
 	for _, n := range c.nodes {
 		addrs = append(addrs, n.GRPCAddr())
 	}
-	cl, err := client.New(addrs, &client.Options{Sessions: true})
+	cl, err := client.New(addrs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

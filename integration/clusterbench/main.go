@@ -41,7 +41,7 @@ func main() {
 	flag.IntVar(&cfg.valueSize, "value-size", cfg.valueSize, "value size in bytes (random, incompressible)")
 	flag.IntVar(&cfg.keys, "keys", cfg.keys, "key space: puts overwrite and gets read keys in [0, keys)")
 	flag.StringVar(&cfg.etcdBin, "etcd", cfg.etcdBin, "etcd server binary (Debian package etcd-server)")
-	flag.StringVar(&cfg.tierkvAPI, "tierkv-api", cfg.tierkvAPI, "how the load reaches tierkv: grpc (the Go client, a unary call per operation, like etcd's), grpc-session (the Go client with Options.Sessions: calls multiplexed on one stream per node) or http")
+	flag.StringVar(&cfg.tierkvAPI, "tierkv-api", cfg.tierkvAPI, "how the load reaches tierkv: grpc (the Go client: its calls multiplexed on one KV.Session stream per node), grpc-unary (the Go client with Options.Unary: a unary call per operation, as etcd's client makes) or http")
 	flag.StringVar(&cfg.tierkvEndpoints, "tierkv-endpoints", "", "endpoints (host:port) of a running three-node tierkv cluster for -tierkv-api (gRPC or HTTP addresses); requests are spread over them")
 	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")

@@ -113,12 +113,12 @@ func measureSystem(ctx context.Context, cfg config, name string, counts []int, m
 		switch cfg.tierkvAPI {
 		case "grpc":
 			sys, err = newTierkvGRPC(endpoints, levels, false)
-		case "grpc-session":
+		case "grpc-unary":
 			sys, err = newTierkvGRPC(endpoints, levels, true)
 		case "http":
 			sys, err = newTierkvHTTP(endpoints, levels)
 		default:
-			return nil, fmt.Errorf("bad -tierkv-api %q: grpc, grpc-session or http", cfg.tierkvAPI)
+			return nil, fmt.Errorf("bad -tierkv-api %q: grpc, grpc-unary or http", cfg.tierkvAPI)
 		}
 	default:
 		return nil, fmt.Errorf("unknown system %q", name)

@@ -16,8 +16,8 @@ type tierkvGRPC struct {
 	levels []string
 }
 
-func newTierkvGRPC(endpoints string, levels []string, sessions bool) (*tierkvGRPC, error) {
-	c, err := client.New(splitEndpoints(endpoints), &client.Options{Sessions: sessions})
+func newTierkvGRPC(endpoints string, levels []string, unary bool) (*tierkvGRPC, error) {
+	c, err := client.New(splitEndpoints(endpoints), &client.Options{Unary: unary})
 	if err != nil {
 		return nil, err
 	}
