@@ -16,6 +16,8 @@ type metrics struct {
 	repairs  *prometheus.CounterVec
 	inflight prometheus.Gauge
 	rejected prometheus.Counter
+	// sessionCalls counts the client calls received on KV.Session streams.
+	sessionCalls prometheus.Counter
 	// writeMessages and remoteWrites count the messages (stream requests
 	// or unary calls) and the writes sent to remote replicas; streamResets
 	// the write streams that broke. streamApplies and streamApplied count,
@@ -74,6 +76,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "tierkv_requests_rejected_total",
 			Help: "Client requests refused because max_in_flight was reached.",
 		}),
+		sessionCalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tierkv_session_calls_total",
+			Help: "Client calls received on KV.Session streams (each also counts in tierkv_requests_total).",
+		}),
 	}
 	m.writeMessages = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tierkv_replica_write_messages_total",
@@ -129,7 +135,7 @@ func newMetrics(n *Node) *metrics {
 	n.reg.MustRegister(n.walSync)
 	m.repairs.WithLabelValues("blocking")
 	m.repairs.WithLabelValues("background")
-	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected,
+	n.reg.MustRegister(m.latency, m.requests, m.repairs, m.inflight, m.rejected, m.sessionCalls,
 		&nodeCollector{n: n},
 		// NB: the scheduler's metrics include go_sched_latencies_seconds, the
 		// time goroutines wait runnable for a CPU: on a busy node, the part

@@ -72,6 +72,7 @@ func (s *kvServer) Session(stream kvv1.KV_SessionServer) error {
 				calls.Wait()
 				return out.err()
 			}
+			s.n.m.sessionCalls.Add(float64(len(req.Calls)))
 			for _, c := range req.Calls {
 				select {
 				case pending <- struct{}{}:

@@ -11,7 +11,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	kvv1 "github.com/tierkv/tierkv/api/kv/v1"
+
 	"github.com/tierkv/tierkv/client"
 )
 
@@ -57,6 +59,14 @@ func TestSessionConcurrentCalls(t *testing.T) {
 	}
 	if t.Failed() {
 		return
+	}
+	// The client's default carried every call on the sessions.
+	calls := 0.0
+	for _, n := range c.nodes {
+		calls += testutil.ToFloat64(n.m.sessionCalls)
+	}
+	if calls != 2*workers*each {
+		t.Fatalf("%v calls arrived on sessions, want %d", calls, 2*workers*each)
 	}
 	// Every key is on every node (ALL: three replicas of three nodes).
 	if k := countEntries(t, c.nodes[0]); k != workers*each {
