@@ -136,7 +136,7 @@ func TestJoinStreamsRanges(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatal("no write acknowledged during the join")
 	}
-	st := c.nodes[i].Status().Topology
+	st := joinEnded(t, c.nodes[i])
 	if st == nil || st.Op != "join" || st.Phase != "done" {
 		t.Fatalf("join status %+v", st)
 	}
@@ -202,6 +202,19 @@ func TestDecommission(t *testing.T) {
 	checkPlacement(t, c, append(keys, acked...), false)
 }
 
+// joinEnded waits for n's join to end and returns its status. A joined node
+// is NORMAL in the ring (what waitReady waits for) a moment before its join
+// reports done.
+func joinEnded(t *testing.T, n *Node) *TopologyStatus {
+	t.Helper()
+	var st *TopologyStatus
+	waitFor(t, 10*time.Second, "join to end", func() bool {
+		st = n.Status().Topology
+		return st != nil && (st.Phase == "done" || st.Phase == "failed")
+	})
+	return st
+}
+
 // TestJoinStreamResumes: every stream of a join breaks after its first batch;
 // each resumes after the last key applied, so no key travels twice and the
 // join completes with exact placement.
@@ -236,7 +249,7 @@ func TestJoinStreamResumes(t *testing.T) {
 	}
 	i := c.add()
 	c.waitReady()
-	st := c.nodes[i].Status().Topology
+	st := joinEnded(t, c.nodes[i])
 	held := 0
 	for _, key := range keys {
 		if _, err := c.nodes[i].ReadLocalForTesting([]byte(key)); err == nil {
