@@ -46,6 +46,7 @@ func main() {
 	flag.StringVar(&cfg.tierkvBin, "tierkv-bin", "", "a tierkv binary: the benchmark starts `tierkv dev` (three nodes on free loopback ports) and measures it")
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
 	flag.IntVar(&cfg.rounds, "rounds", cfg.rounds, "rounds: each measures every system afresh, every other round in reverse order; the report adds the rounds up")
+	flag.StringVar(&cfg.latencyLog, "latency-log", "", "append every operation to this file as \"<system> <consistency> <workload> <start µs since the workload began> <latency µs>\" (to see whether slow operations cluster in time)")
 	cpuProfile := flag.String("cpuprofile", "", "write the benchmark client's own CPU profile to this file (the load generator shares the machine with the clusters)")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -80,6 +81,7 @@ type config struct {
 	tierkvBin         string
 	progress          time.Duration
 	rounds            int
+	latencyLog        string
 }
 
 func defaultConfig() config {

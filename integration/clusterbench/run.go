@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -210,6 +211,7 @@ func orDefault(c string) string {
 func workload(ctx context.Context, cfg config, sys system, op, cons string, clients int, value []byte) *result {
 	r := &result{system: sys.Name(), op: op, consistency: cons, clients: clients}
 	hists := make([]*hdrhistogram.Histogram, clients)
+	traces := make([][]opTrace, clients)
 	var ops, errs atomic.Int64
 	var errOnce sync.Once
 	wctx, cancel := context.WithTimeout(ctx, cfg.duration)
@@ -244,7 +246,11 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 					errOnce.Do(func() { r.firstErr = err })
 					continue
 				}
-				_ = hists[c].RecordValue(time.Since(t0).Microseconds())
+				lat := time.Since(t0)
+				_ = hists[c].RecordValue(lat.Microseconds())
+				if cfg.latencyLog != "" {
+					traces[c] = append(traces[c], opTrace{start: t0.Sub(start), latency: lat})
+				}
 				ops.Add(1)
 			}
 		}(c)
@@ -257,7 +263,38 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 		r.hist.Merge(h)
 	}
 	r.ops, r.errors = ops.Load(), errs.Load()
+	if cfg.latencyLog != "" {
+		if err := writeTraces(cfg.latencyLog, r, traces); err != nil {
+			fmt.Fprintln(os.Stderr, "clusterbench: latency log:", err)
+		}
+	}
 	return r
+}
+
+// opTrace is one operation of a workload, for -latency-log.
+type opTrace struct{ start, latency time.Duration }
+
+// writeTraces appends a workload's operations to the -latency-log file, in
+// the order they started.
+func writeTraces(path string, r *result, traces [][]opTrace) error {
+	var all []opTrace
+	for _, t := range traces {
+		all = append(all, t...)
+	}
+	slices.SortFunc(all, func(a, b opTrace) int { return int(a.start - b.start) })
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, t := range all {
+		fmt.Fprintf(w, "%s %s %s %d %d\n", r.system, orDefault(r.consistency), r.workload(), t.start.Microseconds(), t.latency.Microseconds())
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func progress(cfg config, name, what string, ops *atomic.Int64) func() {
