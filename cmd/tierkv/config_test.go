@@ -140,3 +140,25 @@ func TestDevProcs(t *testing.T) {
 		t.Fatalf("devProcs(3) with GOMAXPROCS set = %d, want 0 (left alone)", got)
 	}
 }
+
+// TestDevFlags: `tierkv dev` refuses a memtable too small to be useful
+// before it starts anything, and documents the setting in --help.
+func TestDevFlags(t *testing.T) {
+	none := func(string) string { return "" }
+	var stderr strings.Builder
+	dir := t.TempDir()
+	if code := run([]string{"dev", "--dir", dir, "--memtable-size", "1000"}, io.Discard, &stderr, none); code != 2 {
+		t.Fatalf("dev --memtable-size 1000: exit %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "--memtable-size must be at least 1 MiB") {
+		t.Fatalf("dev --memtable-size 1000: stderr %q", stderr.String())
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("dev with a bad flag left %v in its directory (err %v)", entries, err)
+	}
+	var help strings.Builder
+	run([]string{"dev", "--help"}, io.Discard, &help, none)
+	if !strings.Contains(help.String(), "-memtable-size") || !strings.Contains(help.String(), "16777216") {
+		t.Fatalf("dev --help lacks the memtable size and its default:\n%s", help.String())
+	}
+}
