@@ -920,7 +920,13 @@ func (d *DB) signalBackgroundDoneLocked() {
 
 // Flush seals the mutable memtable and waits until it and every memtable
 // before it are in tables.
-func (d *DB) Flush() error {
+func (d *DB) Flush() error { return d.FlushContext(context.Background()) }
+
+// FlushContext is Flush that gives up waiting when ctx is done and returns
+// ctx's error. The flush goes on in the background (a flush that keeps
+// failing, on a full disk say, is retried until Close); what was not
+// flushed is in the WAL and replayed at the next Open.
+func (d *DB) FlushContext(ctx context.Context) error {
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
@@ -935,7 +941,11 @@ func (d *DB) Flush() error {
 	for len(d.mu.imm) > 0 && d.mu.bgErr == nil && !d.mu.closed {
 		done := d.mu.bgDone
 		d.mu.Unlock()
-		<-done
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		d.mu.Lock()
 	}
 	err := d.mu.bgErr

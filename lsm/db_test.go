@@ -2,9 +2,11 @@ package lsm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,5 +328,53 @@ func TestCorruptTableReported(t *testing.T) {
 	}
 	if !errors.Is(sawErr, ErrCorruption) || !strings.Contains(sawErr.Error(), fmt.Sprintf("%06d.sst", tables[0].FileNum)) {
 		t.Fatalf("reads of a corrupt block: %v", sawErr)
+	}
+}
+
+// TestFlushContextBounded: a flush that keeps failing (and is retried) does
+// not hold FlushContext past its context, Close still returns, and the
+// writes come back from the WAL at the next Open.
+func TestFlushContextBounded(t *testing.T) {
+	mem := vfs.NewMemFS()
+	var failing atomic.Bool
+	failing.Store(true)
+	efs := &vfs.ErrorFS{FS: mem, Inject: func(op vfs.Op, name string) bool {
+		return failing.Load() && op == vfs.OpCreate && strings.HasSuffix(name, ".sst.tmp")
+	}}
+	opts := smallOptions(efs, Leveled, newManualClock())
+	db, err := Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("k"), []byte("v"), 1, Sync); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := db.FlushContext(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("FlushContext with failing flushes: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("FlushContext returned after %v", d)
+	}
+	if efs.Injected.Load() == 0 {
+		t.Fatal("no flush was attempted")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs while the flush keeps failing")
+	}
+	failing.Store(false)
+	db, err = Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v, _, err := db.Get([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("after reopen: %q, %v; want the write replayed from the WAL", v, err)
 	}
 }

@@ -268,7 +268,7 @@ func Open(cfg *Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	if err := n.openTiering(engineDir, eo.CompactionStrategy); err != nil {
+	if err := n.openTiering(engineDir, &eo); err != nil {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.tier.Close() })
@@ -724,9 +724,17 @@ func (n *Node) close() error {
 		errs = append(errs, err)
 	}
 	n.bg.Wait()
-	if err := n.db.Flush(); err != nil && !errors.Is(err, lsm.ErrClosed) {
+	// NB: bounded, like the drain: a flush that keeps failing (a full
+	// disk) is retried forever and must not hold the shutdown. The writes
+	// are in the WAL; the next start replays them.
+	fctx, fcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	if err := n.db.FlushContext(fctx); errors.Is(err, context.DeadlineExceeded) {
+		n.log.Warn("memtable flush did not finish within shutdown_timeout; stopping without it (the WAL holds the writes, replayed at the next start)",
+			"shutdown_timeout", n.cfg.ShutdownTimeout)
+	} else if err != nil && !errors.Is(err, lsm.ErrClosed) {
 		errs = append(errs, err)
 	}
+	fcancel()
 	// The final manifest backup: a replacement restores from it. Its own
 	// budget, since the drain may have used up ctx's. It runs while gossip
 	// and the peer connections are up: the fallback store may be the

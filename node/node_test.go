@@ -4,7 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/tierkv/tierkv/lsm"
+	"github.com/tierkv/tierkv/lsm/vfs"
 )
 
 // TestQuorumWriteRead: every key written at QUORUM is read back at QUORUM
@@ -76,5 +82,45 @@ func TestAllFailsWhenNodeDown(t *testing.T) {
 	// write whichever replica acknowledged it.
 	if v, _, err := coord.Get(ctx, []byte("k"), Quorum); err != nil || string(v) != "v" {
 		t.Fatalf("QUORUM get after ONE put: %q, %v", v, err)
+	}
+}
+
+// TestCloseBoundedWhenFlushFails: a node whose memtable flush keeps failing
+// (as on a full disk; the engine retries it) still stops within about its
+// shutdown_timeout, and its acknowledged writes come back at the next start
+// (from the WAL).
+func TestCloseBoundedWhenFlushFails(t *testing.T) {
+	var failing atomic.Bool
+	efs := &vfs.ErrorFS{FS: vfs.Default, Inject: func(op vfs.Op, name string) bool {
+		return failing.Load() && op == vfs.OpCreate && strings.HasSuffix(name, ".sst.tmp")
+	}}
+	c := startCluster(t, 1, func(cfg *Config) {
+		cfg.ReplicationFactor = 1
+		cfg.ShutdownTimeout = 500 * time.Millisecond
+		cfg.EngineOptions = &lsm.Options{FS: efs}
+	})
+	n := c.nodes[0]
+	if _, err := n.Put(ctxT(t), []byte("k"), []byte("v"), One, 0); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	closed := make(chan error, 1)
+	start := time.Now()
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-closed:
+		t.Logf("Close returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hangs while the flush keeps failing")
+	}
+	if efs.Injected.Load() == 0 {
+		t.Fatal("no failed flush: the test did not exercise a failing flush")
+	}
+	c.nodes[0] = nil
+	failing.Store(false)
+	c.start(0)
+	v, _, err := c.nodes[0].Get(ctxT(t), []byte("k"), One)
+	if err != nil || string(v) != "v" {
+		t.Fatalf("after restart: %q, %v; want the acknowledged write", v, err)
 	}
 }

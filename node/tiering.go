@@ -116,7 +116,8 @@ func (n *Node) closeBuckets() error {
 
 // openTiering opens the tiering manager of the engine directory dir; it
 // becomes the engine's objstorage.Provider.
-func (n *Node) openTiering(dir string, strategy lsm.CompactionStrategy) error {
+func (n *Node) openTiering(dir string, eo *lsm.Options) error {
+	strategy := eo.CompactionStrategy
 	t := n.cfg.Tiering
 	p := tiering.DefaultPolicy(strategy)
 	p.ColdLevel = t.ColdLevel
@@ -127,6 +128,7 @@ func (n *Node) openTiering(dir string, strategy lsm.CompactionStrategy) error {
 		p.BlobColdAge = t.BlobColdAge
 	}
 	m, err := tiering.Open(tiering.Options{
+		FS:              eo.FS, // the engine's files, wherever they live
 		Dir:             dir,
 		NodeID:          n.cfg.ID,
 		Bucket:          n.bucket,

@@ -170,7 +170,7 @@ func (m *Manager) backupLocked(ctx context.Context, db *lsm.DB) error {
 	// Every write the engine applied before flushStart is in a flushed
 	// table, so in this backup: the backup's created time.
 	flushStart := m.opts.Clock.Now()
-	if err := db.Flush(); err != nil {
+	if err := db.FlushContext(ctx); err != nil {
 		return fmt.Errorf("tiering: backup: flush: %w", err)
 	}
 	var snap *lsm.ManifestSnapshot

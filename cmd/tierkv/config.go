@@ -94,7 +94,7 @@ func bindConfig(fs *flag.FlagSet, cfg *node.Config) {
 	fs.DurationVar(&t.HedgeDelay, "tiering-hedge-delay", t.HedgeDelay, "a remote read not answered within this is also sent to the fallback bucket (0: no hedging)")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", cfg.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: tracing off)")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", cfg.EnablePprof, "serve Go runtime profiles under /debug/pprof/ on the HTTP address")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long shutdown drains in-flight requests")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "bound of each shutdown step: draining in-flight requests, the final memtable flush, the final manifest backup")
 }
 
 func yamlKey(flagName string) string {
