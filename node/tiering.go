@@ -117,9 +117,8 @@ func (n *Node) closeBuckets() error {
 // openTiering opens the tiering manager of the engine directory dir; it
 // becomes the engine's objstorage.Provider.
 func (n *Node) openTiering(dir string, eo *lsm.Options) error {
-	strategy := eo.CompactionStrategy
 	t := n.cfg.Tiering
-	p := tiering.DefaultPolicy(strategy)
+	p := tiering.DefaultPolicy(eo.CompactionStrategy)
 	p.ColdLevel = t.ColdLevel
 	if t.ColdAge != 0 {
 		p.ColdAge = t.ColdAge

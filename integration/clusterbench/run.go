@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -281,7 +282,7 @@ func writeTraces(path string, r *result, traces [][]opTrace) error {
 	for _, t := range traces {
 		all = append(all, t...)
 	}
-	slices.SortFunc(all, func(a, b opTrace) int { return int(a.start - b.start) })
+	slices.SortFunc(all, func(a, b opTrace) int { return cmp.Compare(a.start, b.start) })
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
