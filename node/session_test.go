@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -173,5 +175,67 @@ func TestSessionMalformed(t *testing.T) {
 	}
 	if k := countEntries(t, c.nodes[0]); k != 0 {
 		t.Fatalf("%d versions after malformed session calls", k)
+	}
+}
+
+// TestSessionDrainAnswersCalls: a node that closes answers the calls its
+// sessions received before it drained (a QUORUM get held on a replica
+// read), and the session then ends.
+func TestSessionDrainAnswersCalls(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *Config) { cfg.SpeculativeRetry = -1 })
+	a := c.nodes[0]
+	ctx := ctxT(t)
+	ver, err := a.Put(ctx, []byte("k"), []byte("v"), All, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	held := make(chan struct{}, 2)
+	hold := func(ctx context.Context, _ [][]byte) {
+		held <- struct{}{}
+		select {
+		case <-ctx.Done():
+		case <-release:
+		}
+	}
+	for _, n := range c.nodes[1:] {
+		n.readHookForTesting.Store(&hold)
+	}
+	cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	st, err := kvv1.NewKVClient(cc).Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := &kvv1.SessionCall{Id: 7, Call: &kvv1.SessionCall_Get{Get: &kvv1.GetRequest{Key: []byte("k"), Consistency: kvv1.Consistency_QUORUM}}}
+	if err := st.Send(&kvv1.SessionRequest{Calls: []*kvv1.SessionCall{get}}); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	for !a.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the session sees the drain
+	close(release)
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatalf("the call received before the drain got no answer: %v", err)
+	}
+	if len(resp.Results) != 1 || resp.Results[0].Id != 7 || codes.Code(resp.Results[0].Code) != codes.OK {
+		t.Fatalf("answer %v; want call 7 answered OK", resp.Results)
+	}
+	if g := resp.Results[0].GetGet(); g == nil || string(g.Value) != "v" || g.Version != ver {
+		t.Fatalf("get answered %v; want v@%d", resp.Results[0], ver)
+	}
+	if _, err := st.Recv(); err == nil {
+		t.Fatal("the session went on after its node drained")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 }
