@@ -47,6 +47,7 @@ func main() {
 	flag.DurationVar(&cfg.progress, "progress", cfg.progress, "progress line interval on stderr (0 = off)")
 	flag.IntVar(&cfg.rounds, "rounds", cfg.rounds, "rounds: each measures every system afresh, every other round in reverse order; the report adds the rounds up")
 	flag.StringVar(&cfg.latencyLog, "latency-log", "", "append every operation to this file as \"<system> <consistency> <workload> <start µs since the workload began> <latency µs>\" (to see whether slow operations cluster in time)")
+	flag.DurationVar(&cfg.syncProbe, "sync-probe", cfg.syncProbe, "before the clusters start, measure the disk alone for this long: three writers appending 10 KiB and fdatasyncing in a loop in the temporary directory the clusters use (the floor under a put's latency; 0 = off)")
 	cpuProfile := flag.String("cpuprofile", "", "write the benchmark client's own CPU profile to this file (the load generator shares the machine with the clusters)")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -82,10 +83,11 @@ type config struct {
 	progress          time.Duration
 	rounds            int
 	latencyLog        string
+	syncProbe         time.Duration
 }
 
 func defaultConfig() config {
-	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second, tierkvAPI: "grpc", rounds: 1}
+	return config{duration: 10 * time.Second, valueSize: 10 << 10, keys: 10000, etcdBin: "/usr/bin/etcd", progress: 5 * time.Second, tierkvAPI: "grpc", rounds: 1, syncProbe: 3 * time.Second}
 }
 
 func (c config) clientCounts() ([]int, error) {

@@ -23,6 +23,7 @@ type result struct {
 	ops, errors             int64
 	elapsed                 time.Duration
 	hist                    *hdrhistogram.Histogram // microseconds
+	cpu                     cpuTimes                // the machine's, while it ran
 	firstErr                error
 }
 
@@ -60,6 +61,14 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("# clusterbench: %d-byte values, %d keys, clients %v, %v per workload\n", cfg.valueSize, cfg.keys, counts, cfg.duration)
 	fmt.Printf("# tierkv is reached through its %s API\n", cfg.tierkvAPI)
 	fmt.Printf("# tierkv is compared at QUORUM with etcd's defaults (linearizable reads; writes committed by a raft majority, each fsync'd)\n")
+	if cfg.syncProbe > 0 {
+		lat, err := syncProbe(os.TempDir(), 3, cfg.syncProbe)
+		if err != nil {
+			return fmt.Errorf("sync probe: %w", err)
+		}
+		fmt.Printf("# disk alone (%s): 3 writers appending 10 KiB + fdatasync for %v: %d syncs, p50 %v p99 %v p99.9 %v\n",
+			os.TempDir(), cfg.syncProbe, len(lat), quantile(lat, .5).Round(time.Microsecond), quantile(lat, .99).Round(time.Microsecond), quantile(lat, .999).Round(time.Microsecond))
+	}
 	names := strings.Split(cfg.systems, ",")
 	var results []*result
 	for round := range cfg.rounds {
@@ -148,6 +157,8 @@ func mergeResults(into, round []*result) []*result {
 		o.errors += r.errors
 		o.elapsed += r.elapsed
 		o.hist.Merge(r.hist)
+		o.cpu.busy += r.cpu.busy
+		o.cpu.total += r.cpu.total
 		if o.firstErr == nil {
 			o.firstErr = r.firstErr
 		}
@@ -188,8 +199,8 @@ func measure(ctx context.Context, cfg config, sys system, counts []int, value []
 			for _, n := range counts {
 				r := workload(ctx, cfg, sys, op, cons, n, value)
 				out = append(out, r)
-				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d\n",
-					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors)
+				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d cpu=%s\n",
+					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, fmtBusy(r.cpu))
 				if r.firstErr != nil {
 					fmt.Printf("# %s %s: first error: %v\n", r.system, r.workload(), r.firstErr)
 				}
@@ -220,6 +231,7 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 	deadline, _ := wctx.Deadline()
 	stopProgress := progress(cfg, sys.Name(), fmt.Sprintf("%s %s c=%d", op, orDefault(cons), clients), &ops)
 	start := time.Now()
+	cpu0, cpuOK := readCPU()
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {
 		hists[c] = hdrhistogram.New(1, 60_000_000, 3)
@@ -258,6 +270,9 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 	}
 	wg.Wait()
 	r.elapsed = time.Since(start)
+	if cpu1, ok := readCPU(); ok && cpuOK {
+		r.cpu = cpu1.sub(cpu0)
+	}
 	stopProgress()
 	r.hist = hdrhistogram.New(1, 60_000_000, 3)
 	for _, h := range hists {
@@ -323,11 +338,11 @@ func progress(cfg config, name, what string, ops *atomic.Int64) func() {
 // systems, tierkv at QUORUM against etcd.
 func report(results []*result) {
 	fmt.Println()
-	fmt.Println("| system | consistency | workload | ops/s | p50 | p99 | p99.9 | errors |")
-	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|")
+	fmt.Println("| system | consistency | workload | ops/s | p50 | p99 | p99.9 | errors | machine CPU busy |")
+	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|--:|")
 	for _, r := range results {
-		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d |\n", r.system, orDefault(r.consistency), r.workload(),
-			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors)
+		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d | %s |\n", r.system, orDefault(r.consistency), r.workload(),
+			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, fmtBusy(r.cpu))
 	}
 	find := func(system, cons, w string) *result {
 		for _, r := range results {
