@@ -43,8 +43,14 @@ func checkLevel(c Consistency) error {
 	return nil
 }
 
-// requestContext bounds a client request by RequestTimeout.
+// requestContext bounds a client request by RequestTimeout. A request
+// whose own deadline comes first (a client's timeout, carried by gRPC or a
+// session call) keeps its context: a second timer would change nothing
+// but cost a context and a timer per request.
 func (n *Node) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= n.cfg.RequestTimeout {
+		return ctx, func() {}
+	}
 	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
 }
 
