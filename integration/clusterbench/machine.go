@@ -1,15 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // cpuTimes is the machine's CPU time from /proc/stat, in clock ticks:
@@ -46,73 +48,61 @@ func readCPU() (_ cpuTimes, ok bool) {
 
 func (t cpuTimes) sub(u cpuTimes) cpuTimes { return cpuTimes{t.busy - u.busy, t.total - u.total} }
 
-// busyPercent is the share of the machine's CPU time that was busy, or -1
+// String is the share of the machine's CPU time that was busy, or "n/a"
 // if none was measured.
-func (t cpuTimes) busyPercent() float64 {
+func (t cpuTimes) String() string {
 	if t.total == 0 {
-		return -1
+		return "n/a"
 	}
-	return 100 * float64(t.busy) / float64(t.total)
-}
-
-func fmtBusy(t cpuTimes) string {
-	if p := t.busyPercent(); p >= 0 {
-		return fmt.Sprintf("%.0f%%", p)
-	}
-	return "n/a"
+	return fmt.Sprintf("%.0f%%", 100*float64(t.busy)/float64(t.total))
 }
 
 // syncProbe measures the disk alone, before any cluster runs: writers
 // goroutines each append 10 KiB to a file of their own in dir and
 // fdatasync it, in a loop, for d (the three replicas' WALs of one put,
-// without the rest of the servers). It returns the sync latencies.
-func syncProbe(dir string, writers int, d time.Duration) ([]time.Duration, error) {
+// without the rest of the servers). The result holds the syncs' latencies.
+func syncProbe(dir string, writers int, d time.Duration) (*result, error) {
 	dir, err := os.MkdirTemp(dir, "clusterbench-sync-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	var mu sync.Mutex
-	var lat []time.Duration
-	var firstErr error
+	hists := make([]*hdrhistogram.Histogram, writers)
+	errs := make([]error, writers)
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for w := range writers {
+		hists[w] = hdrhistogram.New(1, 60_000_000, 3)
 		wg.Go(func() {
 			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("wal-%d", w)))
-			if err == nil {
-				defer f.Close()
+			if err != nil {
+				errs[w] = err
+				return
 			}
+			defer f.Close()
 			buf := make([]byte, 10<<10)
-			var mine []time.Duration
-			for err == nil && time.Now().Before(stop) {
-				if _, err = f.Write(buf); err != nil {
-					break
+			for time.Now().Before(stop) {
+				if _, err := f.Write(buf); err != nil {
+					errs[w] = err
+					return
 				}
 				t0 := time.Now()
-				err = syscall.Fdatasync(int(f.Fd()))
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			lat = append(lat, mine...)
-			if err != nil && firstErr == nil {
-				firstErr = err
+				if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+					errs[w] = err
+					return
+				}
+				_ = hists[w].RecordValue(time.Since(t0).Microseconds())
 			}
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	slices.Sort(lat)
-	return lat, nil
-}
-
-// quantile returns the q-quantile of sorted latencies.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
+	r := &result{hist: hdrhistogram.New(1, 60_000_000, 3)}
+	for _, h := range hists {
+		r.hist.Merge(h)
 	}
-	return sorted[int(q*float64(len(sorted)-1))]
+	r.ops = r.hist.TotalCount()
+	return r, nil
 }

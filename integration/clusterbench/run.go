@@ -62,12 +62,12 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("# tierkv is reached through its %s API\n", cfg.tierkvAPI)
 	fmt.Printf("# tierkv is compared at QUORUM with etcd's defaults (linearizable reads; writes committed by a raft majority, each fsync'd)\n")
 	if cfg.syncProbe > 0 {
-		lat, err := syncProbe(os.TempDir(), 3, cfg.syncProbe)
+		p, err := syncProbe(os.TempDir(), 3, cfg.syncProbe)
 		if err != nil {
 			return fmt.Errorf("sync probe: %w", err)
 		}
 		fmt.Printf("# disk alone (%s): 3 writers appending 10 KiB + fdatasync for %v: %d syncs, p50 %v p99 %v p99.9 %v\n",
-			os.TempDir(), cfg.syncProbe, len(lat), quantile(lat, .5).Round(time.Microsecond), quantile(lat, .99).Round(time.Microsecond), quantile(lat, .999).Round(time.Microsecond))
+			os.TempDir(), cfg.syncProbe, p.ops, p.pct(50), p.pct(99), p.pct(99.9))
 	}
 	names := strings.Split(cfg.systems, ",")
 	var results []*result
@@ -200,7 +200,7 @@ func measure(ctx context.Context, cfg config, sys system, counts []int, value []
 				r := workload(ctx, cfg, sys, op, cons, n, value)
 				out = append(out, r)
 				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d cpu=%s\n",
-					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, fmtBusy(r.cpu))
+					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu)
 				if r.firstErr != nil {
 					fmt.Printf("# %s %s: first error: %v\n", r.system, r.workload(), r.firstErr)
 				}
@@ -342,7 +342,7 @@ func report(results []*result) {
 	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|--:|")
 	for _, r := range results {
 		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d | %s |\n", r.system, orDefault(r.consistency), r.workload(),
-			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, fmtBusy(r.cpu))
+			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu)
 	}
 	find := func(system, cons, w string) *result {
 		for _, r := range results {
