@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -58,23 +59,57 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a loopback port free for TCP and UDP (gossip uses both).
+// It is below the kernel's ephemeral range, so that no outbound
+// connection (a peer's, another test's) and no listener on port 0 can
+// take it between this check and the process binding it, or while the
+// process is down between a kill and its restart on the same port. (A
+// port from port 0 is in that range: a three-node start failed with
+// "address already in use" once that way.)
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := unassignedPorts()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := lo + rand.IntN(hi-lo)
+		if portsUsed[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", l.Addr().String())
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
 		l.Close()
 		if err == nil {
 			pc.Close()
+			portsUsed[port] = true
 			return port
 		}
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{} // handed out by freePort in this test binary
+)
+
+// unassignedPorts returns [lo, hi): ports the kernel does not hand out
+// for port 0, below its ephemeral range (Linux's
+// ip_local_port_range; 32768 if it cannot be read).
+func unassignedPorts() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 2048 {
+				hi = v
+			}
+		}
+	}
+	return max(1024, hi-20000), hi
 }
 
 type proc struct {
