@@ -7,7 +7,7 @@ FUZZTIME  ?= 20000x
 # Packages with Go fuzz targets; fuzz-smoke runs each target for FUZZTIME.
 FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./lsm/bench/' | xargs -r -n1 dirname | sort -u)
 
-.PHONY: test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster bench-tiering bench-recovery soak minio-install proto run
+.PHONY: clusterbench-check test vet fmt-check tidy-check unit testrace lint fuzz-smoke bench bench-engine bench-ring bench-cluster bench-tiering bench-recovery soak minio-install proto run
 
 ## run: a local three-node cluster on 127.0.0.1 with the embedded filesystem object store;
 ## prints the endpoints and an example curl (Ctrl-C stops it).
@@ -25,7 +25,12 @@ proto:
 
 ## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
 ## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.
-test: fmt-check vet minio-install testrace fuzz-smoke
+test: fmt-check vet minio-install testrace fuzz-smoke clusterbench-check
+
+## clusterbench-check: vet and unit tests of the cluster benchmark, a module of its own
+## (integration/clusterbench; the benchmark itself is make bench-cluster).
+clusterbench-check:
+	cd integration/clusterbench && $(GO) vet . && $(GO) test -race -count=1 .
 
 ## minio-install: build the pinned MinIO server for the s3 tests (cached in ~/.cache/tierkv; once, 2-4 min).
 minio-install:

@@ -84,6 +84,9 @@ type config struct {
 	rounds            int
 	latencyLog        string
 	syncProbe         time.Duration
+	// diskStat is the stat file of the block device under the clusters' data
+	// (set by run; "" where there is none).
+	diskStat string
 }
 
 func defaultConfig() config {

@@ -24,6 +24,8 @@ type result struct {
 	elapsed                 time.Duration
 	hist                    *hdrhistogram.Histogram // microseconds
 	cpu                     cpuTimes                // the machine's, while it ran
+	fsync                   buckets                 // the system's WAL fsyncs, while it ran (nil: not measured)
+	disk                    diskTimes               // the data directory's block device, while it ran
 	firstErr                error
 }
 
@@ -69,6 +71,7 @@ func run(ctx context.Context, cfg config) error {
 		fmt.Printf("# disk alone (%s): 3 writers appending 10 KiB + fdatasync for %v: %d syncs, p50 %v p99 %v p99.9 %v\n",
 			os.TempDir(), cfg.syncProbe, p.ops, p.pct(50), p.pct(99), p.pct(99.9))
 	}
+	cfg.diskStat = diskStatPath(os.TempDir())
 	names := strings.Split(cfg.systems, ",")
 	var results []*result
 	for round := range cfg.rounds {
@@ -98,11 +101,16 @@ func run(ctx context.Context, cfg config) error {
 // it.
 func measureSystem(ctx context.Context, cfg config, name string, counts []int, maxClients int, value []byte) ([]*result, error) {
 	var sys system
+	var wm *walMetrics
 	var err error
 	switch strings.TrimSpace(name) {
 	case "etcd":
 		fmt.Fprintln(os.Stderr, "starting a three-member etcd cluster")
-		sys, err = startEtcd(ctx, cfg.etcdBin, maxClients)
+		var etcd *etcdCluster
+		etcd, err = startEtcd(ctx, cfg.etcdBin, maxClients)
+		if err == nil {
+			sys, wm = etcd, newWALMetrics(etcd.urls, "etcd_disk_wal_fsync_duration_seconds")
+		}
 	case "tierkv":
 		endpoints := cfg.tierkvEndpoints
 		if cfg.tierkvBin != "" {
@@ -113,6 +121,7 @@ func measureSystem(ctx context.Context, cfg config, name string, counts []int, m
 			}
 			defer dev.Close()
 			endpoints = grpcEPs
+			wm = newWALMetrics(splitEndpoints(httpEPs), "tierkv_wal_sync_duration_seconds")
 			if cfg.tierkvAPI == "http" {
 				endpoints = httpEPs
 			}
@@ -138,7 +147,7 @@ func measureSystem(ctx context.Context, cfg config, name string, counts []int, m
 		return nil, err
 	}
 	defer sys.Close()
-	return measure(ctx, cfg, sys, counts, value)
+	return measure(ctx, cfg, sys, wm, counts, value)
 }
 
 // mergeResults adds the results of one round to those of the earlier
@@ -157,6 +166,8 @@ func mergeResults(into, round []*result) []*result {
 		o.errors += r.errors
 		o.elapsed += r.elapsed
 		o.hist.Merge(r.hist)
+		o.fsync = o.fsync.add(r.fsync)
+		o.disk = o.disk.add(r.disk)
 		o.cpu.busy += r.cpu.busy
 		o.cpu.total += r.cpu.total
 		if o.firstErr == nil {
@@ -168,7 +179,7 @@ func mergeResults(into, round []*result) []*result {
 
 // measure preloads the key space, then runs put and get workloads at each
 // consistency level and client count.
-func measure(ctx context.Context, cfg config, sys system, counts []int, value []byte) ([]*result, error) {
+func measure(ctx context.Context, cfg config, sys system, wm *walMetrics, counts []int, value []byte) ([]*result, error) {
 	pre := &result{hist: hdrhistogram.New(1, 60_000_000, 3)}
 	start := time.Now()
 	var next atomic.Int64
@@ -197,10 +208,10 @@ func measure(ctx context.Context, cfg config, sys system, counts []int, value []
 	for _, cons := range sys.Consistencies() {
 		for _, op := range strings.Split(cfg.ops, ",") {
 			for _, n := range counts {
-				r := workload(ctx, cfg, sys, op, cons, n, value)
+				r := workload(ctx, cfg, sys, wm, op, cons, n, value)
 				out = append(out, r)
-				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d cpu=%s\n",
-					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu)
+				fmt.Printf("result system=%s op=%s consistency=%s clients=%d ops=%d ops/s=%.1f p50=%v p99=%v p99.9=%v errors=%d cpu=%s wal_fsync_p99=%s disk_mean=%s\n",
+					r.system, op, orDefault(cons), n, r.ops, r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu, r.fsync.p99String(), r.disk)
 				if r.firstErr != nil {
 					fmt.Printf("# %s %s: first error: %v\n", r.system, r.workload(), r.firstErr)
 				}
@@ -220,7 +231,7 @@ func orDefault(c string) string {
 	return c
 }
 
-func workload(ctx context.Context, cfg config, sys system, op, cons string, clients int, value []byte) *result {
+func workload(ctx context.Context, cfg config, sys system, wm *walMetrics, op, cons string, clients int, value []byte) *result {
 	r := &result{system: sys.Name(), op: op, consistency: cons, clients: clients}
 	hists := make([]*hdrhistogram.Histogram, clients)
 	traces := make([][]opTrace, clients)
@@ -230,6 +241,8 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 	defer cancel()
 	deadline, _ := wctx.Deadline()
 	stopProgress := progress(cfg, sys.Name(), fmt.Sprintf("%s %s c=%d", op, orDefault(cons), clients), &ops)
+	fsync0 := wm.scrape(ctx)
+	disk0, diskOK := readDisk(cfg.diskStat)
 	start := time.Now()
 	cpu0, cpuOK := readCPU()
 	var wg sync.WaitGroup
@@ -273,6 +286,10 @@ func workload(ctx context.Context, cfg config, sys system, op, cons string, clie
 	if cpu1, ok := readCPU(); ok && cpuOK {
 		r.cpu = cpu1.sub(cpu0)
 	}
+	if disk1, ok := readDisk(cfg.diskStat); ok && diskOK {
+		r.disk = disk1.sub(disk0)
+	}
+	r.fsync = wm.scrape(ctx).sub(fsync0)
 	stopProgress()
 	r.hist = hdrhistogram.New(1, 60_000_000, 3)
 	for _, h := range hists {
@@ -338,11 +355,11 @@ func progress(cfg config, name, what string, ops *atomic.Int64) func() {
 // systems, tierkv at QUORUM against etcd.
 func report(results []*result) {
 	fmt.Println()
-	fmt.Println("| system | consistency | workload | ops/s | p50 | p99 | p99.9 | errors | machine CPU busy |")
-	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|--:|")
+	fmt.Println("| system | consistency | workload | ops/s | p50 | p99 | p99.9 | errors | machine CPU busy | WAL fsync p99 | disk mean write / flush |")
+	fmt.Println("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range results {
-		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d | %s |\n", r.system, orDefault(r.consistency), r.workload(),
-			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu)
+		fmt.Printf("| %s | %s | %s | %.0f | %v | %v | %v | %d | %s | %s | %s |\n", r.system, orDefault(r.consistency), r.workload(),
+			r.opsPerSec(), r.pct(50), r.pct(99), r.pct(99.9), r.errors, r.cpu, r.fsync.p99String(), r.disk)
 	}
 	find := func(system, cons, w string) *result {
 		for _, r := range results {
