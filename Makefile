@@ -24,7 +24,8 @@ proto:
 	  $$(find api -name '*.proto')
 
 ## test: everything CI checks: formatting, vet, the pinned MinIO server, all tests under the race
-## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke.
+## detector (the s3 tests run against a real MinIO and never skip here), fuzz smoke, and the
+## cluster benchmark module's vet and unit tests.
 test: fmt-check vet minio-install testrace fuzz-smoke clusterbench-check
 
 ## clusterbench-check: vet and unit tests of the cluster benchmark, a module of its own
