@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
 )
 
 // cpuTimes is the machine's CPU time from /proc/stat, in clock ticks:
@@ -55,6 +56,70 @@ func (t cpuTimes) String() string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.0f%%", 100*float64(t.busy)/float64(t.total))
+}
+
+// diskTimes are a block device's cumulative counters from
+// /sys/dev/block/MAJ:MIN/stat (Documentation/block/stat.rst): completed
+// writes and cache flushes and the milliseconds they took.
+type diskTimes struct {
+	writes, writeMillis, flushes, flushMillis uint64
+}
+
+// diskStatPath returns the stat file of the block device holding dir, or
+// "" where there is none (not Linux, tmpfs, overlay).
+func diskStatPath(dir string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return ""
+	}
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// readDisk reads the counters at path; ok is false if it cannot.
+func readDisk(path string) (_ diskTimes, ok bool) {
+	if path == "" {
+		return diskTimes{}, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return diskTimes{}, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 17 { // flush fields since Linux 5.5
+		return diskTimes{}, false
+	}
+	var v [17]uint64
+	for i := range v {
+		if v[i], err = strconv.ParseUint(f[i], 10, 64); err != nil {
+			return diskTimes{}, false
+		}
+	}
+	return diskTimes{writes: v[4], writeMillis: v[7], flushes: v[15], flushMillis: v[16]}, true
+}
+
+func (d diskTimes) sub(e diskTimes) diskTimes {
+	return diskTimes{d.writes - e.writes, d.writeMillis - e.writeMillis, d.flushes - e.flushes, d.flushMillis - e.flushMillis}
+}
+
+func (d diskTimes) add(e diskTimes) diskTimes {
+	return diskTimes{d.writes + e.writes, d.writeMillis + e.writeMillis, d.flushes + e.flushes, d.flushMillis + e.flushMillis}
+}
+
+// String gives the device's mean write and cache-flush latency, as the
+// device (not the file system, nor the thread waiting for it) saw them.
+func (d diskTimes) String() string {
+	if d.writes == 0 {
+		return "n/a"
+	}
+	s := fmt.Sprintf("w%.2fms", float64(d.writeMillis)/float64(d.writes))
+	if d.flushes > 0 {
+		s += fmt.Sprintf("/f%.2fms", float64(d.flushMillis)/float64(d.flushes))
+	}
+	return s
 }
 
 // syncProbe measures the disk alone, before any cluster runs: writers
